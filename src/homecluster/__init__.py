@@ -1,0 +1,7 @@
+"""homecluster: turn the computers of a household into one Dask cluster, from one YAML inventory.
+
+Layers (pure first): inventory -> spec -> commands / plan / dry_run (text), then transport -> group ->
+deploy (touches hosts), monitor (asks the scheduler), report (tables) and cli.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""The `homecluster` command line: parse arguments, call deploy, print reports, choose the exit code.
+
+Exit codes: 0 all well; 1 some host failed; 2 bad input (inventory or arguments), nothing started;
+3 internal error (traceback written to a log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+import webbrowser
+from pathlib import Path
+
+from . import __version__, deploy, dry_run, report
+from .errors import HomeclusterError, InventoryError
+from .inventory import Inventory, load
+from .spec import SCHEDULER, WORKER, build
+
+DEFAULT_INVENTORY = "inventory.yaml"
+CRASH_LOG = Path("~/.homecluster/crash.log")
+
+
+def inventory_path(arg: str | None) -> str:
+    """-i wins, then $HOMECLUSTER_INVENTORY, then ./inventory.yaml."""
+    return arg or os.environ.get("HOMECLUSTER_INVENTORY") or DEFAULT_INVENTORY
+
+
+class Progress:
+    """Progress on stderr: one rewritten line on a terminal, a line per change otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.last, self.tty = stream, "", stream.isatty()
+
+    def __call__(self, message: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + message)
+        elif re.sub(r"\(\d+ s\)", "", message) != re.sub(r"\(\d+ s\)", "", self.last):
+            self.stream.write(message + "\n")
+        self.stream.flush()
+        self.last = message
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        print(dry_run.up_text(inv), end="")
+        return 0
+    progress = Progress()
+    rep = deploy.up(inv, timeout=args.timeout, progress=progress)
+    progress.done()
+    print(report.cluster_text(rep, inv, "ACTIONS"))
+    print()
+    print(report.workers_text(rep))
+    if rep.ok:
+        print("\nnothing changed: the cluster was already up" if not rep.changed else "\ncluster is up")
+    return 0 if rep.ok else 1
+
+
+def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        print(dry_run.down_text(inv), end="")
+        return 0
+    results = deploy.down(inv)
+    print(report.down_text(results, inv))
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
+    rep = deploy.status(inv)
+    if args.json:
+        print(report.status_json(rep))
+    else:
+        print(report.cluster_text(rep, inv, "PROCESSES"))
+        print()
+        print(report.workers_text(rep))
+    return 0 if rep.ok else 1
+
+
+def cmd_dashboard(inv: Inventory, args: argparse.Namespace) -> int:
+    url = build(inv).dashboard_url
+    if url is None:
+        print(f"{inv.path}: the dashboard is off (cluster.dashboard_port: null). Fix: set dashboard_port: 8787",
+              file=sys.stderr)
+        return 2
+    print(url)
+    has_screen = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get(
+        "WAYLAND_DISPLAY")
+    if has_screen and not args.no_browser:
+        webbrowser.open(url)
+    return 0
+
+
+def cmd_logs(inv: Inventory, args: argparse.Namespace) -> int:
+    print(deploy.logs(inv, args.host, args.role, args.lines), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-i", "--inventory", default=argparse.SUPPRESS,
+                        help="inventory file (default: $HOMECLUSTER_INVENTORY, else ./inventory.yaml)")
+    p = argparse.ArgumentParser(prog="homecluster", parents=[common],
+                                description="Turn the computers of a household into one Dask cluster.")
+    p.add_argument("--version", action="version", version=f"homecluster {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", parents=[common], help="start (or update) the cluster and wait for the workers")
+    up.add_argument("--dry-run", action="store_true", help="print the scripts each host would run; start nothing")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for workers (default 60)")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", parents=[common], help="stop every process homecluster started")
+    down.add_argument("--dry-run", action="store_true", help="print the scripts each host would run")
+    down.set_defaults(func=cmd_down)
+    st = sub.add_parser("status", parents=[common], help="what runs where, per host and per worker")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+    dash = sub.add_parser("dashboard", parents=[common], help="print the dashboard URL and open a browser")
+    dash.add_argument("--no-browser", action="store_true", help="only print the URL")
+    dash.set_defaults(func=cmd_dashboard)
+    lg = sub.add_parser("logs", parents=[common], help="the log of a host's scheduler or worker")
+    lg.add_argument("host")
+    lg.add_argument("--role", choices=[WORKER, SCHEDULER], default=None,
+                    help="default: worker, or scheduler on a host without workers")
+    lg.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    lg.set_defaults(func=cmd_logs)
+    return p
+
+
+def _default_role(inv: Inventory, args: argparse.Namespace) -> None:
+    if getattr(args, "role", "x") is None:
+        host = inv.hosts.get(args.host)
+        args.role = WORKER if host is None or host.nworkers > 0 else SCHEDULER
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `homecluster` command."""
+    args = parser().parse_args(argv)
+    try:
+        inv = load(inventory_path(getattr(args, "inventory", None)))
+        _default_role(inv, args)
+        return args.func(inv, args)
+    except InventoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except HomeclusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the third tier: a bug, with the traceback kept for the report
+        log = CRASH_LOG.expanduser()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        print(f"internal error: {sys.exc_info()[1]!r}. The traceback is in {log}; please report it.",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""up, down, status and logs: the code that touches hosts, built on the pure spec, commands and plan.
+
+Each action returns a result with one entry per host; nothing here prints (the CLI does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import commands
+from .commands import ProcessState
+from .errors import HostError
+from .group import Group, HostResult
+from .inventory import Host, Inventory
+from .monitor import WorkerInfo, scheduler_workers, wait_for_workers
+from .plan import KEEP, RESTART, START, STOP, Step, plan_up
+from .spec import SCHEDULER, WORKER, ClusterSpec, build, run_dir
+from .transport import CommandResult
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class HostReport:
+    """What happened on one host."""
+
+    host: str
+    address: str
+    actions: list[str] = field(default_factory=list)
+    expected: tuple[str, ...] = ()
+    registered: list[WorkerInfo] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and len(self.registered) == len(self.expected)
+
+
+@dataclass
+class ClusterReport:
+    """The outcome of up or status: the cluster addresses plus one report per host."""
+
+    spec: ClusterSpec
+    hosts: dict[str, HostReport]
+    scheduler_running: bool = False
+    changed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.scheduler_running and all(h.ok for h in self.hosts.values())
+
+
+def _probe(runner, host: Host, inv: Inventory) -> dict[str, ProcessState]:
+    r = runner.run(commands.probe_script(run_dir(inv, host)), timeout=30)
+    states = commands.parse_probe(r.stdout)
+    if not r.ok or not states:
+        raise_host(host, "probe", r)
+    return states
+
+
+def raise_host(host: Host, what: str, r: CommandResult) -> None:
+    """Raise a HostError for a failed command, with its exit code and the last lines of its output."""
+    raise HostError(f"{host.name}: {what} failed (exit {r.exit_code}): {r.tail()}")
+
+
+def _new_reports(inv: Inventory, spec: ClusterSpec) -> dict[str, HostReport]:
+    expected = {p.host: p.worker_names for p in spec.workers}
+    return {h.name: HostReport(h.name, h.address, expected=expected.get(h.name, ())) for h in inv.hosts.values()}
+
+
+def _record_failures(reports: dict[str, HostReport], results: dict[str, HostResult]) -> None:
+    for name, res in results.items():
+        if not res.ok and reports[name].error is None:
+            reports[name].error = res.error
+
+
+def _run_steps(group: Group, inv: Inventory, steps: list[Step], reports: dict[str, HostReport]) -> None:
+    """Stops first (workers before schedulers), then starts; every host in parallel."""
+    by_host: dict[str, list[Step]] = {}
+    for s in steps:
+        if s.action != KEEP:
+            by_host.setdefault(s.host, []).append(s)
+
+    def act(runner, host: Host) -> None:
+        mine = sorted(by_host[host.name], key=lambda s: s.role != WORKER)  # stop workers first
+        for s in mine:
+            if s.action in (STOP, RESTART):
+                r = runner.run(commands.stop_script(run_dir(inv, host), s.role))
+                if not r.ok:
+                    raise_host(host, f"stopping the {s.role}", r)
+        for s in reversed(mine):  # start the scheduler first
+            if s.action in (START, RESTART):
+                r = runner.run(commands.start_script(s.proc))
+                if not r.ok:
+                    raise_host(host, f"starting the {s.role}", r)
+                reports[host.name].pids[s.role] = commands.parse_started(r.stdout)
+            reports[host.name].actions.append(f"{s.action} {s.role}")
+
+    _record_failures(reports, group.each(by_host, act))
+
+
+def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport]):
+    """A callback for wait_for_workers: probe hosts with missing workers, fail those whose process died."""
+    owner = {n: p.host for p in spec.workers for n in p.worker_names}
+
+    def check(missing: set[str]) -> set[str]:
+        hosts = {owner[n] for n in missing}
+        results = group.each(hosts, lambda runner, host: _probe(runner, host, inv))
+        gone: set[str] = set()
+        for name, res in results.items():
+            if res.ok and not res.value[WORKER].alive:
+                r = group.runners[name].run(commands.logs_script(run_dir(inv, inv.hosts[name]), WORKER, 5))
+                reports[name].error = f"{name}: the worker process exited: {r.tail(5)}"
+                gone |= set(reports[name].expected)
+        return gone
+    return check
+
+
+def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: None) -> ClusterReport:
+    """Bring the cluster to the state the inventory describes, and wait for every worker to register."""
+    spec = build(inv)
+    reports = _new_reports(inv, spec)
+    with Group(inv.hosts.values()) as group:
+        progress(f"checking {len(inv.hosts)} host(s)")
+        probes = group.each(inv.hosts, lambda runner, host: _probe(runner, host, inv))
+        _record_failures(reports, probes)
+        states = {n: r.value for n, r in probes.items() if r.ok}
+        if spec.scheduler.host not in states:
+            for rep in reports.values():
+                rep.error = rep.error or f"{rep.host}: not started: the scheduler host {spec.scheduler.host} failed"
+            return ClusterReport(spec, reports)
+        steps = plan_up(spec, states)
+        for s in steps:
+            if s.action == KEEP:
+                reports[s.host].actions.append(f"keep {s.role}")
+                reports[s.host].pids[s.role] = states[s.host][s.role].pid
+        _run_steps(group, inv, steps, reports)
+        changed = any(s.action != KEEP for s in steps)
+        expected = {n for r in reports.values() if r.error is None for n in r.expected}
+        sched_up = SCHEDULER in reports[spec.scheduler.host].pids or any(
+            s.role == SCHEDULER and s.action == KEEP for s in steps)
+        seen = {} if not sched_up else wait_for_workers(
+            spec.scheduler_address, expected, timeout,
+            lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
+            _dead_checker(group, inv, spec, reports))
+    for rep in reports.values():
+        rep.registered = [seen[n] for n in rep.expected if n in seen]
+        if rep.error is None and len(rep.registered) < len(rep.expected):
+            rep.error = f"{rep.host}: only {len(rep.registered)}/{len(rep.expected)} workers registered " \
+                        f"within {timeout:g} s. Fix: homecluster logs {rep.host}"
+    running = scheduler_workers(spec.scheduler_address) is not None
+    return ClusterReport(spec, reports, scheduler_running=running, changed=changed)
+
+
+def status(inv: Inventory) -> ClusterReport:
+    """What runs where: processes found on each host and the workers the scheduler knows."""
+    spec = build(inv)
+    reports = _new_reports(inv, spec)
+    with Group(inv.hosts.values()) as group:
+        probes = group.each(inv.hosts, lambda runner, host: _probe(runner, host, inv))
+    _record_failures(reports, probes)
+    fingerprints = {(p.host, p.role): p.fingerprint for p in spec.processes}
+    for name, res in probes.items():
+        for role, st in (res.value or {}).items():
+            if st.alive:
+                current = fingerprints.get((name, role)) == st.fingerprint
+                reports[name].pids[role] = st.pid
+                reports[name].actions.append(f"{role} running" + ("" if current else " (outdated: run up)"))
+    workers = scheduler_workers(spec.scheduler_address)
+    for rep in reports.values():
+        rep.registered = [workers[n] for n in rep.expected if workers and n in workers]
+    return ClusterReport(spec, reports, scheduler_running=workers is not None)
+
+
+def down(inv: Inventory) -> dict[str, HostResult[list[str]]]:
+    """Stop workers on every host, then schedulers; per host, what was stopped (or why it failed)."""
+    def stopper(role: str):
+        def act(runner, host: Host) -> list[str]:
+            r = runner.run(commands.stop_script(run_dir(inv, host), role))
+            if not r.ok:
+                raise_host(host, f"stopping the {role}", r)
+            return [line.split(" ", 1)[1] for line in r.stdout.splitlines() if line.startswith("hc-stopped ")]
+        return act
+
+    with Group(inv.hosts.values()) as group:
+        first = group.each(inv.hosts, stopper(WORKER))
+        second = group.each(inv.hosts, stopper(SCHEDULER))
+    out = {}
+    for name in inv.hosts:
+        a, b = first[name], second[name]
+        error = a.error or b.error
+        out[name] = HostResult(name, error=error) if error else HostResult(name, value=a.value + b.value)
+    return out
+
+
+def logs(inv: Inventory, host: str, role: str, lines: int) -> str:
+    """The last lines of a role's log on a host."""
+    h = inv.select([host])[0]
+    with Group([h]) as group:
+        res = group.each([host], lambda runner, hh: runner.run(commands.logs_script(run_dir(inv, hh), role, lines)))
+    r = res[host]
+    if not r.ok:
+        raise HostError(r.error)
+    if not r.value.ok:
+        raise_host(h, f"reading the {role} log", r.value)
+    return r.value.stdout

@@ -1,0 +1,426 @@
+"""The inventory: the household's machines as typed, validated data.
+
+`load(path)` reads `inventory.yaml` and returns an `Inventory`, or raises an `InventoryError` that names the
+file, the line, the key and the fix. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from dask.utils import parse_bytes, parse_timedelta
+
+from .errors import InventoryError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PORT_RANGE_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """An inclusive range of TCP ports, written `first:last` as dask's --worker-port takes it."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}:{self.last}"
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def overlaps(self, other: "PortRange") -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The `cluster:` section: what is the same for the whole household."""
+
+    name: str = "home"
+    scheduler: str = ""
+    scheduler_port: int = 8786
+    dashboard_port: int | None = 8787
+    worker_ports: PortRange | None = None
+    nanny_ports: PortRange | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    """One household machine and how its Dask processes run."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    ssh_key: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    connection: str = "ssh"
+    os: str = "linux"
+    backend: str = "native"
+    python: str | None = None
+    nworkers: int = 1
+    nthreads: int | None = None
+    memory_limit: str = "auto"
+    death_timeout: float = 120.0
+    local_directory: str | None = None
+    run_directory: str = "~/.homecluster"
+    resources: dict[str, float] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.connection == "local"
+
+    @property
+    def interpreter(self) -> str:
+        """The Python that runs dask on this host (this very interpreter for local hosts, by default)."""
+        if self.python:
+            return self.python
+        return sys.executable if self.is_local else "python3"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated inventory: cluster settings plus hosts in file order."""
+
+    path: str
+    cluster: ClusterSettings
+    hosts: dict[str, Host]
+
+    @property
+    def scheduler_host(self) -> Host:
+        return self.hosts[self.cluster.scheduler]
+
+    def select(self, names: list[str]) -> list[Host]:
+        """Hosts by name; an unknown name is a one-line error listing the known ones."""
+        unknown = [n for n in names if n not in self.hosts]
+        if unknown:
+            raise InventoryError(self.path, None, "hosts", f"no host named {unknown[0]!r}",
+                                 f"use one of: {', '.join(self.hosts)}")
+        return [self.hosts[n] for n in names]
+
+
+# --- value checkers: each returns the clean value or raises ValueError("expected ..., fix") ---------------
+
+class Bad(ValueError):
+    """A value that does not fit; args: (problem, fix)."""
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Bad(f"expected a whole number, got {v!r}", f"write a number such as {lo if lo is not None else 1}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise Bad(f"{v} is out of range", f"use a number {bounds}")
+        return v
+    return check
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise Bad(f"expected a non-empty text, got {v!r}", "write a text value (quote it if in doubt)")
+    return v
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise Bad(f"{v!r} is not one of {', '.join(options)}", f"use one of: {', '.join(options)}")
+        return v
+    return check
+
+
+def _backend(v: Any) -> str:
+    v = _choice("native", "docker")(v)
+    if v == "docker":
+        raise Bad("the docker backend is planned but not available yet", "use backend: native")
+    return v
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not NAME_RE.match(v) or v.isdigit():
+        raise Bad(f"{v!r} is not a usable name",
+                  "use letters, digits, '.', '_' or '-', starting with a letter or digit, not only digits")
+    return v
+
+
+def _memory(v: Any) -> str:
+    if v == "auto":
+        return v
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        size = v if isinstance(v, int) else parse_bytes(str(v))
+    except (ValueError, TypeError):
+        raise Bad(f"cannot read {v!r} as a memory size", "write a size such as 4GB, 1.5GiB or 512MB, or auto")
+    if size <= 0:
+        raise Bad(f"memory size {v!r} is not positive", "write a size such as 4GB, or auto")
+    return str(v)
+
+
+def _seconds(v: Any) -> float:
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        secs = float(parse_timedelta(v, default="seconds"))
+    except (ValueError, TypeError, KeyError):
+        raise Bad(f"cannot read {v!r} as a duration", "write seconds such as 120, or a duration such as 2min")
+    if secs <= 0:
+        raise Bad(f"duration {v!r} is not positive", "write a positive number of seconds such as 120")
+    return secs
+
+
+def _port_range(v: Any) -> PortRange:
+    m = PORT_RANGE_RE.match(str(v)) if isinstance(v, str) else None
+    if not m:
+        raise Bad(f"cannot read {v!r} as a port range", 'write it as "first:last", such as "9000:9099" (quoted)')
+    first, last = int(m.group(1)), int(m.group(2))
+    if not (1024 <= first <= last <= 65535):
+        raise Bad(f"range {v!r} is not first <= last within 1024..65535", 'write a range such as "9000:9099"')
+    return PortRange(first, last)
+
+
+def _optional_port(v: Any) -> int | None:
+    return None if v is None else _int(1, 65535)(v)
+
+
+def _resources(v: Any) -> dict[str, float]:
+    if not isinstance(v, dict):
+        raise Bad(f"expected a mapping of resource name to amount, got {v!r}", "write it as {GPU: 1}")
+    out = {}
+    for k, amount in v.items():
+        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
+            raise Bad(f"resource name {k!r} is not usable", "use a name such as GPU or MEMORY")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            raise Bad(f"resource {k} has amount {amount!r}", "give a positive number, such as GPU: 1")
+        out[k] = amount
+    return out
+
+
+def _env(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise Bad(f"expected a mapping of variable name to value, got {v!r}", "write it as {OMP_NUM_THREADS: 1}")
+    out = {}
+    for k, value in v.items():
+        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
+            raise Bad(f"{k!r} is not a valid environment variable name", "use letters, digits and _")
+        if isinstance(value, (dict, list)) or value is None:
+            raise Bad(f"variable {k} has value {value!r}", "give a text or number value")
+        out[k] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+CLUSTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "name": (_name, "name of the cluster; part of every path homecluster writes on a host"),
+    "scheduler": (_str, "the host (a name under hosts:) that runs the scheduler"),
+    "scheduler_port": (_int(1, 65535), "TCP port of the scheduler"),
+    "dashboard_port": (_optional_port, "port of the Bokeh dashboard on the scheduler host; null for none"),
+    "worker_ports": (_port_range, "fixed range for worker ports (--worker-port), firewall-friendly"),
+    "nanny_ports": (_port_range, "fixed range for nanny ports (--nanny-port)"),
+}
+
+HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "address": (_str, "IP address or DNS name on the home network"),
+    "port": (_int(1, 65535), "SSH port"),
+    "user": (_str, "SSH user"),
+    "ssh_key": (_str, "private key file for SSH"),
+    "known_hosts": (_str, "known_hosts file the host key is checked against"),
+    "connection": (_choice("ssh", "local"), "ssh, or local for this machine without SSH"),
+    "os": (_choice("linux", "macos", "windows"), "operating system of the host"),
+    "backend": (_backend, "how processes run: native (docker comes later)"),
+    "python": (_str, "Python interpreter on the host that has dask installed"),
+    "nworkers": (_int(0), "worker processes on the host; 0 for none"),
+    "nthreads": (_int(1), "threads per worker process"),
+    "memory_limit": (_memory, "memory limit per worker process, such as 4GB, or auto"),
+    "death_timeout": (_seconds, "seconds a worker waits for the scheduler before giving up"),
+    "local_directory": (_str, "scratch directory of the workers"),
+    "run_directory": (_str, "where homecluster keeps pid and log files on the host"),
+    "resources": (_resources, "abstract resources of each worker, such as {GPU: 1}"),
+    "env": (_env, "extra environment variables for the dask processes"),
+}
+
+SECTIONS = ("cluster", "defaults", "hosts")
+
+
+# --- YAML with line numbers -----------------------------------------------------------------------------
+
+def _positions(node: yaml.Node | None, path: tuple = (), out: dict | None = None, file: str = "") -> dict:
+    """Map each key path to its line (1-based); reject duplicate keys, which YAML would silently merge."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            here = path + (key,)
+            if key in seen:
+                raise InventoryError(file, key_node.start_mark.line + 1, ".".join(map(str, here)),
+                                     "this key appears twice", "keep one of the two")
+            seen.add(key)
+            out[here] = key_node.start_mark.line + 1
+            _positions(value_node, here, out, file)
+    return out
+
+
+class _Reader:
+    """Validates the parsed YAML, raising InventoryError at the offending line."""
+
+    def __init__(self, path: str, lines: dict):
+        self.path, self.lines = path, lines
+
+    def fail(self, keypath: tuple, problem: str, fix: str) -> InventoryError:
+        line = None
+        for i in range(len(keypath), 0, -1):
+            line = self.lines.get(keypath[:i])
+            if line:
+                break
+        return InventoryError(self.path, line, ".".join(map(str, keypath)), problem, fix)
+
+    def mapping(self, value: Any, keypath: tuple, what: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            fix = (f"write {keypath[-1]}: as indented 'key: value' lines" if keypath
+                   else "start the file with the sections cluster:, defaults: and hosts:")
+            raise self.fail(keypath, f"expected a mapping of {what}, got {type(value).__name__}", fix)
+        return value
+
+    def fields(self, raw: dict, schema: dict, keypath: tuple) -> dict:
+        out = {}
+        for key, value in raw.items():
+            if key not in schema:
+                close = difflib.get_close_matches(str(key), schema, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(schema)}"
+                raise self.fail(keypath + (key,), "unknown key", hint)
+            check = schema[key][0]
+            try:
+                out[key] = check(value)
+            except Bad as e:
+                raise self.fail(keypath + (key,), e.args[0], e.args[1]) from None
+        return out
+
+
+def parse(text: str, path: str = "inventory.yaml") -> Inventory:
+    """Parse and validate inventory text; `path` is only used in messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise InventoryError(path, line, "", f"not valid YAML ({e.problem})",
+                             "check the indentation and quoting on that line") from None
+    reader = _Reader(path, _positions(root, file=path))
+    data = reader.mapping(data, (), "sections")
+    for key in data:
+        if key not in SECTIONS:
+            raise reader.fail((key,), "unknown section", f"the sections are: {', '.join(SECTIONS)}")
+    cluster_raw = reader.fields(reader.mapping(data.get("cluster"), ("cluster",), "settings"),
+                                CLUSTER_KEYS, ("cluster",))
+    defaults = reader.fields(reader.mapping(data.get("defaults"), ("defaults",), "host keys"),
+                             HOST_KEYS, ("defaults",))
+    hosts = _hosts(reader, data.get("hosts"), defaults)
+    cluster = _cluster(reader, cluster_raw, hosts)
+    inv = Inventory(path, cluster, hosts)
+    _check_conflicts(reader, inv)
+    return inv
+
+
+def _hosts(reader: _Reader, raw: Any, defaults: dict) -> dict[str, Host]:
+    raw = reader.mapping(raw, ("hosts",), "host names to host keys")
+    if not raw:
+        raise reader.fail(("hosts",), "no hosts are listed",
+                          "add at least one host, such as: hosts: {desktop: {connection: local}}")
+    hosts = {}
+    for name, keys in raw.items():
+        try:
+            _name(name)
+        except Bad as e:
+            raise reader.fail(("hosts", name), e.args[0], e.args[1]) from None
+        own = reader.fields(reader.mapping(keys, ("hosts", name), "host keys"), HOST_KEYS, ("hosts", name))
+        merged = {**defaults, **own}
+        if merged.get("connection", "ssh") == "local":
+            merged.setdefault("address", "127.0.0.1")
+        if "address" not in merged:
+            raise reader.fail(("hosts", name), "has no address",
+                              f"add address: <IP or name of {name}>, or connection: local for this machine")
+        hosts[name] = Host(name=name, **merged)
+    return hosts
+
+
+def _cluster(reader: _Reader, raw: dict, hosts: dict[str, Host]) -> ClusterSettings:
+    scheduler = raw.get("scheduler")
+    if scheduler is None:
+        if len(hosts) > 1:
+            raise reader.fail(("cluster", "scheduler"), "is missing and there are several hosts",
+                              f"add scheduler: <one of {', '.join(hosts)}> under cluster:")
+        scheduler = next(iter(hosts))
+    elif scheduler not in hosts:
+        raise reader.fail(("cluster", "scheduler"), f"names no host: {scheduler!r}",
+                          f"use one of: {', '.join(hosts)}")
+    return ClusterSettings(**{**raw, "scheduler": scheduler})
+
+
+def _check_conflicts(reader: _Reader, inv: Inventory) -> None:
+    c = inv.cluster
+    if c.dashboard_port == c.scheduler_port:
+        raise reader.fail(("cluster", "dashboard_port"), f"is the same as scheduler_port ({c.scheduler_port})",
+                          "give the dashboard its own port, such as 8787")
+    singles = {"scheduler_port": c.scheduler_port, "dashboard_port": c.dashboard_port}
+    ranges = {"worker_ports": c.worker_ports, "nanny_ports": c.nanny_ports}
+    for rname, r in ranges.items():
+        if r is None:
+            continue
+        for sname, port in singles.items():
+            if port is not None and r.first <= port <= r.last:
+                raise reader.fail(("cluster", rname), f"range {r} contains {sname} {port}",
+                                  "choose ranges that leave the scheduler and dashboard ports out")
+        busiest = max(inv.hosts.values(), key=lambda h: h.nworkers)
+        if len(r) < busiest.nworkers:
+            raise reader.fail(("cluster", rname), f"range {r} has {len(r)} ports but host "
+                              f"{busiest.name} runs {busiest.nworkers} workers",
+                              "widen the range to at least one port per worker process")
+    if c.worker_ports and c.nanny_ports and c.worker_ports.overlaps(c.nanny_ports):
+        raise reader.fail(("cluster", "nanny_ports"), f"range {c.nanny_ports} overlaps worker_ports "
+                          f"{c.worker_ports}", "give workers and nannies separate ranges")
+    _check_addresses(reader, inv)
+
+
+LOOPBACK = ("127.", "localhost", "::1")
+
+
+def _check_addresses(reader: _Reader, inv: Inventory) -> None:
+    sched = inv.scheduler_host
+    remote = [h.name for h in inv.hosts.values() if not h.is_local and h.nworkers > 0]
+    if sched.address.startswith(LOOPBACK) and remote:
+        raise reader.fail(("hosts", sched.name, "address"), f"workers on {remote[0]} cannot reach a scheduler "
+                          f"on {sched.address}", f"set address: to this machine's address on the home network")
+    seen: dict[tuple, str] = {}
+    for h in inv.hosts.values():
+        key = (h.address, h.port) if not h.is_local else ("local", h.address)
+        if key in seen:
+            raise reader.fail(("hosts", h.name, "address"), f"{h.address} (port {h.port}) is also the address "
+                              f"of host {seen[key]}", "give each host its own address, or merge the two entries")
+        seen[key] = h.name
+
+
+def load(path: str | Path) -> Inventory:
+    """Read and validate an inventory file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(str(p), None, "", "file not found",
+                             "pass -i PATH, set HOMECLUSTER_INVENTORY, or create inventory.yaml here") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InventoryError(str(p), None, "", f"cannot read the file ({e})", "check the path and permissions") \
+            from None
+    return parse(text, str(p))

@@ -1,0 +1,79 @@
+"""Per-host tables and JSON for the results of up, status and down. Pure: results in, text out."""
+
+from __future__ import annotations
+
+import json
+
+from .dry_run import how
+from .deploy import ClusterReport
+from .group import HostResult
+from .inventory import Inventory
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain fixed-width table."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _addresses(rep: ClusterReport) -> list[str]:
+    dash = rep.spec.dashboard_url or "off (dashboard_port: null)"
+    state = "running" if rep.scheduler_running else "NOT RUNNING"
+    return [f"cluster {rep.spec.name}: scheduler {rep.spec.scheduler_address} ({state})", f"dashboard: {dash}"]
+
+
+def _failures(rep: ClusterReport) -> list[str]:
+    return [f"  {h.error}" for h in rep.hosts.values() if h.error]
+
+
+def cluster_text(rep: ClusterReport, inv: Inventory, title: str) -> str:
+    """The per-host table shown after up and by status, with every failure spelled out below it."""
+    rows = []
+    for h in rep.hosts.values():
+        workers = f"{len(h.registered)}/{len(h.expected)}" if h.expected else "-"
+        pids = " ".join(f"{role}={pid}" for role, pid in h.pids.items()) or "-"
+        state = "ok" if h.ok else "FAILED"
+        rows.append([h.host, how(inv.hosts[h.host]), ", ".join(h.actions) or "-", workers, pids, state])
+    out = _addresses(rep) + ["", table(["HOST", "REACHED BY", title, "WORKERS", "PIDS", "STATUS"], rows)]
+    if _failures(rep):
+        out += ["", "failures:"] + _failures(rep)
+    return "\n".join(out)
+
+
+def workers_text(rep: ClusterReport) -> str:
+    """One row per registered worker."""
+    rows = [[w.name, h.host, w.address, str(w.nthreads), _size(w.memory_limit)]
+            for h in rep.hosts.values() for w in h.registered]
+    if not rows:
+        return "no workers registered"
+    return table(["WORKER", "HOST", "ADDRESS", "THREADS", "MEMORY"], rows)
+
+
+def status_json(rep: ClusterReport) -> str:
+    """Machine-readable status for scripts."""
+    hosts = [{"name": h.host, "address": h.address, "ok": h.ok, "error": h.error, "processes": h.pids,
+              "state": h.actions, "expected_workers": list(h.expected)} for h in rep.hosts.values()]
+    workers = [{**w.to_dict(), "host": h.host} for h in rep.hosts.values() for w in h.registered]
+    return json.dumps({"cluster": rep.spec.name, "scheduler_address": rep.spec.scheduler_address,
+                       "dashboard_url": rep.spec.dashboard_url, "scheduler_running": rep.scheduler_running,
+                       "hosts": hosts, "workers": workers}, indent=2)
+
+
+def down_text(results: dict[str, HostResult[list[str]]], inv: Inventory) -> str:
+    """Per host: what down stopped, or why it could not."""
+    rows = []
+    for name, r in results.items():
+        what = ", ".join(r.value) if r.ok and r.value else ("nothing running" if r.ok else "-")
+        rows.append([name, how(inv.hosts[name]), what, "ok" if r.ok else "FAILED"])
+    out = [table(["HOST", "REACHED BY", "STOPPED (role pid)", "STATUS"], rows)]
+    errors = [f"  {r.error}" for r in results.values() if not r.ok]
+    return "\n".join(out + (["", "failures:"] + errors if errors else []))

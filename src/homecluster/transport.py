@@ -1,0 +1,147 @@
+"""How a script reaches a host: Fabric over SSH with strict host-key checking, or a local shell.
+
+Every failure is turned into a `HostError` whose message says what happened on which host and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Connection
+from paramiko.ssh_exception import NoValidConnectionsError
+
+from .commands import wrap
+from .errors import HostError
+from .inventory import Host
+
+CONNECT_TIMEOUT = 10
+COMMAND_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of one script on one host."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = 5) -> str:
+        """The last lines of the output, stderr first, for error messages."""
+        text = (self.stderr.strip() + "\n" + self.stdout.strip()).strip()
+        return " | ".join(text.splitlines()[-lines:])
+
+
+class LocalRunner:
+    """Runs scripts on this machine with sh (for `connection: local`)."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        try:
+            p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{self.host.name}: command timed out after {timeout:g} s") from None
+        return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class SSHRunner:
+    """Runs scripts on a host over SSH (Fabric), refusing host keys that are not in the host's known_hosts."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.known_hosts = Path(os.path.expanduser(host.known_hosts))
+        kwargs: dict = {"allow_agent": True, "look_for_keys": host.ssh_key is None}
+        if host.ssh_key:
+            kwargs["key_filename"] = os.path.expanduser(host.ssh_key)
+        self.conn = Connection(host.address, user=host.user, port=host.port,
+                               connect_timeout=CONNECT_TIMEOUT, connect_kwargs=kwargs)
+
+    def open(self) -> None:
+        """Connect, checking the host key strictly against known_hosts."""
+        if self.conn.is_connected:
+            return
+        self._check_files()
+        client = self.conn.client
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            self.conn.open()
+        except Exception as e:  # noqa: BLE001 - every connect failure becomes one clear line
+            raise HostError(self._explain(e)) from None
+
+    def _check_files(self) -> None:
+        if not self.known_hosts.is_file():
+            raise HostError(f"{self.host.name}: known_hosts file {self.known_hosts} does not exist. Fix: connect "
+                            f"once with ssh -p {self.host.port} {self.host.address} and check the key fingerprint, "
+                            "or set known_hosts: in the inventory")
+        key = self.host.ssh_key
+        if key and not Path(os.path.expanduser(key)).is_file():
+            raise HostError(f"{self.host.name}: ssh_key {key} does not exist. Fix: point ssh_key: at your private "
+                            "key, or create one with ssh-keygen -t ed25519")
+
+    def _explain(self, e: Exception) -> str:
+        h, where = self.host, f"{self.host.address}:{self.host.port}"
+        if isinstance(e, paramiko.BadHostKeyException):
+            return (f"{h.name}: host key of {where} CHANGED (not the one in {self.known_hosts}); refusing to connect. "
+                    f"Fix: if {h.name} was reinstalled, remove the old key with ssh-keygen -R {h.address} "
+                    f"-f {self.known_hosts}, then check and accept the new one")
+        if isinstance(e, paramiko.AuthenticationException):
+            return (f"{h.name}: SSH login as {self.conn.user} to {where} refused. Fix: install your public key "
+                    f"with ssh-copy-id -p {h.port} {self.conn.user}@{h.address}, or set user:/ssh_key:")
+        if isinstance(e, paramiko.SSHException) and "known_hosts" in str(e):
+            return (f"{h.name}: host key of {where} is unknown (not in {self.known_hosts}); refusing to connect. "
+                    f"Fix: connect once with ssh -p {h.port} {h.address}, check the fingerprint, accept it")
+        if isinstance(e, (NoValidConnectionsError, ConnectionRefusedError)):
+            return f"{h.name}: cannot reach {where}: connection refused. Fix: is sshd running on {h.name}?"
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return f"{h.name}: cannot reach {where}: timed out. Fix: is {h.name} switched on and on the network?"
+        return f"{h.name}: cannot connect to {where}: {e}. Fix: check address:, port: and the network"
+
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        self.open()
+        try:
+            r = self.conn.run(wrap(script), hide=True, warn=True, in_stream=False, timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - a broken channel or timeout is this host's failure
+            raise HostError(f"{self.host.name}: command failed over SSH: {e}") from None
+        return CommandResult(r.exited, r.stdout, r.stderr)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class WindowsUnsupported:
+    """Windows hosts get NSSM services in a later release; until then every action fails with that message."""
+
+    REASON = ("Windows hosts are not supported by the native backend yet (NSSM services are planned). "
+              "Fix: remove the host from the inventory for now")
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        raise HostError(f"{self.host.name}: {self.REASON}")
+
+    def close(self) -> None:
+        pass
+
+
+def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
+    """The runner that reaches `host`."""
+    if host.os == "windows":
+        return WindowsUnsupported(host)
+    return LocalRunner(host) if host.is_local else SSHRunner(host)

@@ -1,0 +1,143 @@
+"""Unit tests of the pure core: spec building, shell rendering, probe parsing and the up plan."""
+
+from __future__ import annotations
+
+import subprocess
+
+from homecluster import commands
+from homecluster.commands import ProcessState, parse_probe, parse_started, shell_path
+from homecluster.inventory import parse
+from homecluster.plan import KEEP, RESTART, START, STOP, plan_up
+from homecluster.spec import SCHEDULER, WORKER, build
+
+INV = """\
+cluster: {name: home, scheduler: desktop}
+defaults: {python: /usr/bin/python3, nthreads: 1}
+hosts:
+  desktop: {address: 10.0.0.10, nworkers: 0}
+  study: {address: 10.0.0.11, nworkers: 2}
+  attic: {address: 10.0.0.12}
+"""
+
+
+def spec_of(text: str = INV):
+    return build(parse(text))
+
+
+def test_spec_names_workers_as_dask_does():
+    spec = spec_of()
+    assert spec.expected_workers == ("study-0", "study-1", "attic")
+    assert spec.scheduler_address == "tcp://10.0.0.10:8786"
+    assert spec.dashboard_url == "http://10.0.0.10:8787/status"
+    assert [p.host for p in spec.workers] == ["study", "attic"]
+
+
+def test_worker_argv_has_explicit_addresses_and_no_random_dashboard_port():
+    argv = spec_of().workers[0].argv
+    assert argv[argv.index("--host") + 1] == "10.0.0.11"
+    assert "--no-dashboard" in argv
+    assert argv[3] == "tcp://10.0.0.10:8786"
+
+
+def test_fingerprint_changes_only_with_what_the_process_runs():
+    a, b = spec_of(), spec_of(INV.replace("nworkers: 2", "nworkers: 3"))
+    assert a.scheduler.fingerprint == b.scheduler.fingerprint
+    assert a.workers[0].fingerprint != b.workers[0].fingerprint
+    assert a.workers[1].fingerprint == b.workers[1].fingerprint
+
+
+def test_dashboard_off():
+    spec = spec_of(INV.replace("scheduler: desktop}", "scheduler: desktop, dashboard_port: null}"))
+    assert spec.dashboard_url is None and "--no-dashboard" in spec.scheduler.argv
+
+
+def test_shell_path_keeps_home_expandable():
+    assert shell_path("~/.homecluster/x y") == "\"$HOME\"/'.homecluster/x y'"
+    assert shell_path("/opt/a b") == "'/opt/a b'"
+    out = subprocess.run(["sh", "-c", f"echo {shell_path('~/a b')}"], capture_output=True, text=True,
+                         env={"HOME": "/home/u"}).stdout
+    assert out.strip() == "/home/u/a b"
+
+
+RECORDED_PROBE = """\
+Welcome to Debian!
+hc-probe scheduler pid= alive=0 spec=
+hc-probe worker pid=4242 alive=1 spec=0123abcd0123abcd
+"""
+
+
+def test_parse_probe_on_recorded_output():
+    states = parse_probe(RECORDED_PROBE)
+    assert states[SCHEDULER] == ProcessState(SCHEDULER, None, False, "")
+    assert states[WORKER] == ProcessState(WORKER, 4242, True, "0123abcd0123abcd")
+    assert parse_started("noise\nhc-started worker 99\n") == 99
+
+
+def test_probe_script_runs_on_an_empty_run_dir(tmp_path):
+    out = subprocess.run(["sh", "-c", commands.probe_script(str(tmp_path / "none"))], capture_output=True,
+                         text=True).stdout
+    assert set(parse_probe(out)) == {SCHEDULER, WORKER}
+    assert not any(s.alive for s in parse_probe(out).values())
+
+
+def test_start_script_reports_missing_interpreter(tmp_path):
+    spec = spec_of(INV.replace("/usr/bin/python3", str(tmp_path / "nope")).replace("10.0.0.10",
+                                                                                  "10.0.0.10, run_directory: "
+                                                                                  + str(tmp_path)))
+    p = subprocess.run(["sh", "-c", commands.start_script(spec.scheduler)], capture_output=True, text=True)
+    assert p.returncode == 127 and "no Python interpreter at" in p.stderr
+
+
+def states(sched=None, **workers):
+    """Probe results: sched/workers given as (alive, fingerprint)."""
+    def st(role, v):
+        return ProcessState(role, 1 if v else None, bool(v and v[0]), v[1] if v else "")
+    hosts = {"desktop": {SCHEDULER: st(SCHEDULER, sched), WORKER: st(WORKER, None)}}
+    for h in ("study", "attic"):
+        hosts[h] = {SCHEDULER: st(SCHEDULER, None), WORKER: st(WORKER, workers.get(h))}
+    return hosts
+
+
+def actions(steps):
+    return {(s.host, s.role): s.action for s in steps}
+
+
+def test_plan_fresh_cluster_starts_everything():
+    assert actions(plan_up(spec_of(), states())) == {
+        ("desktop", SCHEDULER): START, ("study", WORKER): START, ("attic", WORKER): START}
+
+
+def test_plan_running_cluster_keeps_everything():
+    spec = spec_of()
+    fp = {p.host: p.fingerprint for p in spec.workers}
+    steps = plan_up(spec, states((True, spec.scheduler.fingerprint), study=(True, fp["study"]),
+                                 attic=(True, fp["attic"])))
+    assert set(actions(steps).values()) == {KEEP}
+
+
+def test_plan_restarts_only_the_changed_worker():
+    old, new = spec_of(), spec_of(INV.replace("nworkers: 2", "nworkers: 3"))
+    fp = {p.host: p.fingerprint for p in old.workers}
+    steps = plan_up(new, states((True, old.scheduler.fingerprint), study=(True, fp["study"]),
+                                attic=(True, fp["attic"])))
+    assert actions(steps) == {("desktop", SCHEDULER): KEEP, ("study", WORKER): RESTART, ("attic", WORKER): KEEP}
+
+
+def test_plan_scheduler_change_restarts_all_workers():
+    spec = spec_of()
+    fp = {p.host: p.fingerprint for p in spec.workers}
+    steps = plan_up(spec, states((True, "stale"), study=(True, fp["study"]), attic=(True, fp["attic"])))
+    assert actions(steps) == {("desktop", SCHEDULER): RESTART, ("study", WORKER): RESTART,
+                              ("attic", WORKER): RESTART}
+
+
+def test_plan_stops_workers_on_a_host_that_has_none_now():
+    spec = spec_of(INV.replace("attic: {address: 10.0.0.12}", "attic: {address: 10.0.0.12, nworkers: 0}"))
+    steps = plan_up(spec, states((True, spec.scheduler.fingerprint), attic=(True, "old")))
+    assert actions(steps)[("attic", WORKER)] == STOP
+
+
+def test_plan_skips_unreachable_hosts():
+    s = states()
+    del s["attic"]
+    assert ("attic", WORKER) not in actions(plan_up(spec_of(), s))

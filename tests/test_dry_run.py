@@ -1,0 +1,44 @@
+"""--dry-run prints exactly the scripts each host would run: checked against golden files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+SAMPLE = GOLDEN / "sample-inventory.yaml"
+
+
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_dry_run_matches_golden(command):
+    p = subprocess.run([sys.executable, "-m", "homecluster", command, "--dry-run", "-i", str(SAMPLE)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    golden = GOLDEN / f"{command}-dry-run.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(p.stdout)
+    assert p.stdout == golden.read_text()
+
+
+def test_dry_run_scripts_are_valid_sh():
+    """Every script in the golden output parses with sh -n (syntax only, nothing runs)."""
+    for name in ("up-dry-run.txt", "down-dry-run.txt"):
+        for chunk in _scripts(GOLDEN / name):
+            p = subprocess.run(["sh", "-n", "-c", chunk], capture_output=True, text=True)
+            assert p.returncode == 0, f"{name}: {p.stderr}\n{chunk}"
+
+
+def _scripts(path: Path) -> list[str]:
+    chunks, current = [], []
+    for line in path.read_text().splitlines():
+        if line.startswith("# ===") or line == "# ---":
+            if current:
+                chunks.append("\n".join(current))
+            current = []
+        elif not line.startswith("#"):
+            current.append(line)
+    return chunks + (["\n".join(current)] if current else [])

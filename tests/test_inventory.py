@@ -1,0 +1,159 @@
+"""Unit tests of inventory parsing: defaults, merging, and a clear located error for each bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from homecluster.errors import InventoryError
+from homecluster.inventory import PortRange, load, parse
+
+GOOD = """\
+cluster:
+  name: home
+  scheduler: desktop
+  worker_ports: "9000:9099"
+defaults:
+  user: alice
+  nthreads: 2
+  memory_limit: 4GB
+hosts:
+  desktop: {address: 192.168.1.10, nworkers: 0}
+  laptop:
+    address: 192.168.1.11
+    nworkers: 4
+    nthreads: 1
+    memory_limit: 1GB
+  gaming-pc: {address: 192.168.1.12, os: windows, resources: {GPU: 1}, env: {OMP_NUM_THREADS: 1}}
+"""
+
+
+def test_good_inventory_merges_defaults_and_keeps_order():
+    inv = parse(GOOD, "inv.yaml")
+    assert list(inv.hosts) == ["desktop", "laptop", "gaming-pc"]
+    assert inv.scheduler_host.name == "desktop"
+    laptop = inv.hosts["laptop"]
+    assert (laptop.user, laptop.nworkers, laptop.nthreads, laptop.memory_limit) == ("alice", 4, 1, "1GB")
+    gaming = inv.hosts["gaming-pc"]
+    assert gaming.nthreads == 2 and gaming.resources == {"GPU": 1} and gaming.env == {"OMP_NUM_THREADS": "1"}
+    assert inv.cluster.worker_ports == PortRange(9000, 9099) and inv.cluster.scheduler_port == 8786
+
+
+def test_single_host_is_the_scheduler_and_local_defaults_to_loopback():
+    inv = parse("hosts:\n  me: {connection: local}\n")
+    assert inv.cluster.scheduler == "me"
+    assert inv.hosts["me"].address == "127.0.0.1"
+    assert inv.hosts["me"].interpreter == sys.executable
+
+
+def test_shipped_inventory_is_valid_and_local():
+    inv = load(Path(__file__).parent.parent / "inventory.yaml")
+    assert all(h.is_local for h in inv.hosts.values())
+    assert sum(h.nworkers for h in inv.hosts.values()) == 2
+
+
+BASE = {"cluster": "cluster:\n  scheduler: a\n", "hosts": "hosts:\n  a: {address: 10.0.0.1}\n  b: {address: 10.0.0.2}\n"}
+
+# (case id, inventory text, expected line, text that must appear in the message)
+BAD = [
+    ("yaml-syntax", "hosts:\n  a: {address: 10.0.0.1\n", 3, "not valid YAML"),
+    ("not-a-mapping", "- a\n- b\n", None, "expected a mapping"),
+    ("unknown-section", "clusters:\n  name: x\n" + BASE["hosts"], 1, "unknown section"),
+    ("unknown-cluster-key", "cluster:\n  scheduler: a\n  shceduler_port: 1\n" + BASE["hosts"], 3,
+     "did you mean 'scheduler_port'"),
+    ("unknown-host-key", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, nworker: 2}\n", 4,
+     "did you mean 'nworkers'"),
+    ("wrong-type-nworkers", BASE["cluster"] + "hosts:\n  a:\n    address: 10.0.0.1\n    nworkers: two\n", 6,
+     "expected a whole number"),
+    ("negative-nthreads", BASE["cluster"] + "hosts:\n  a:\n    address: 10.0.0.1\n    nthreads: 0\n", 6,
+     "out of range"),
+    ("bool-is-not-int", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, nworkers: true}\n", 4,
+     "whole number"),
+    ("scheduler-names-no-host", "cluster:\n  scheduler: nas\n" + BASE["hosts"], 2, "names no host: 'nas'"),
+    ("scheduler-missing", BASE["hosts"], None, "is missing and there are several hosts"),
+    ("no-hosts", "cluster:\n  name: x\nhosts: {}\n", 3, "no hosts are listed"),
+    ("host-without-address", BASE["cluster"] + "hosts:\n  a: {nworkers: 1}\n", 4, "has no address"),
+    ("duplicate-address", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1}\n  b: {address: 10.0.0.1}\n", 5,
+     "also the address of host a"),
+    ("duplicate-yaml-key", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1}\n  a: {address: 10.0.0.2}\n", 5,
+     "appears twice"),
+    ("memory-unparsable", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, memory_limit: 4 gigs}\n", 4,
+     "cannot read '4 gigs' as a memory size"),
+    ("memory-negative", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, memory_limit: -1}\n", 4,
+     "not positive"),
+    ("same-ports", "cluster:\n  scheduler: a\n  scheduler_port: 8786\n  dashboard_port: 8786\n" + BASE["hosts"], 4,
+     "same as scheduler_port"),
+    ("port-out-of-range", "cluster:\n  scheduler: a\n  scheduler_port: 70000\n" + BASE["hosts"], 3,
+     "out of range"),
+    ("port-range-reversed", "cluster:\n  scheduler: a\n  worker_ports: '9099:9000'\n" + BASE["hosts"], 3,
+     "first <= last"),
+    ("port-range-unquoted", "cluster:\n  scheduler: a\n  worker_ports: 9000\n" + BASE["hosts"], 3,
+     "as a port range"),
+    ("range-holds-scheduler-port", "cluster:\n  scheduler: a\n  worker_ports: '8700:8799'\n" + BASE["hosts"], 3,
+     "contains scheduler_port 8786"),
+    ("ranges-overlap", "cluster:\n  scheduler: a\n  worker_ports: '9000:9099'\n  nanny_ports: '9050:9150'\n"
+     + BASE["hosts"], 4, "overlaps worker_ports"),
+    ("range-too-small", "cluster:\n  scheduler: a\n  worker_ports: '9000:9001'\n"
+     "hosts:\n  a: {address: 10.0.0.1, nworkers: 3}\n", 3, "has 2 ports but host a runs 3 workers"),
+    ("bad-connection", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, connection: telnet}\n", 4,
+     "'telnet' is not one of ssh, local"),
+    ("bad-os", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, os: beos}\n", 4, "is not one of linux"),
+    ("docker-not-yet", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, backend: docker}\n", 4,
+     "docker backend is planned"),
+    ("bad-host-name", BASE["cluster"] + "hosts:\n  'my pc': {address: 10.0.0.1}\n", 4, "not a usable name"),
+    ("numeric-host-name", BASE["cluster"] + "hosts:\n  '42': {address: 10.0.0.1}\n", 4, "not a usable name"),
+    ("bad-resources", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, resources: {GPU: lots}}\n", 4,
+     "resource GPU has amount 'lots'"),
+    ("bad-env-name", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, env: {'1X': y}}\n", 4,
+     "not a valid environment variable name"),
+    ("bad-death-timeout", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, death_timeout: soon}\n", 4,
+     "as a duration"),
+    ("loopback-scheduler-remote-workers", "cluster:\n  scheduler: me\nhosts:\n  me: {connection: local}\n"
+     "  b: {address: 10.0.0.2}\n", 4, "cannot reach a scheduler on 127.0.0.1"),
+    ("hosts-not-mapping", BASE["cluster"] + "hosts:\n  - a\n", 3, "expected a mapping"),
+    ("bad-cluster-name", "cluster:\n  name: 'my cluster'\n  scheduler: a\n" + BASE["hosts"], 2, "not a usable name"),
+]
+
+
+@pytest.mark.parametrize("text,line,needle", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_inventory_gives_located_one_line_error(text, line, needle):
+    with pytest.raises(InventoryError) as info:
+        parse(text, "inv.yaml")
+    msg = str(info.value)
+    assert needle in msg
+    assert "\n" not in msg and "Fix: " in msg
+    assert msg.startswith(f"inv.yaml:{line}:" if line else "inv.yaml")
+
+
+def test_bad_cases_have_distinct_messages():
+    messages = set()
+    for _, text, _, _ in BAD:
+        with pytest.raises(InventoryError) as info:
+            parse(text, "inv.yaml")
+        messages.add(str(info.value))
+    assert len(messages) == len(BAD) >= 15
+
+
+def test_missing_file_names_the_fix(tmp_path):
+    with pytest.raises(InventoryError, match="file not found. Fix: pass -i PATH"):
+        load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("command", [["up"], ["up", "--dry-run"], ["down"], ["status"]])
+def test_cli_bad_inventory_exits_2_and_starts_nothing(tmp_path, command):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(textwrap.dedent("""\
+        cluster: {scheduler: a}
+        hosts:
+          a: {connection: local, nworkers: many, run_directory: %s}
+        """ % (tmp_path / "run")))
+    p = subprocess.run([sys.executable, "-m", "homecluster", *command, "-i", str(inv)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert f"{inv}:3: hosts.a.nworkers: expected a whole number, got 'many'" in p.stderr
+    assert not (tmp_path / "run").exists()
