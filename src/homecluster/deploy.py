@@ -171,6 +171,9 @@ def status(inv: Inventory) -> ClusterReport:
     workers = scheduler_workers(spec.scheduler_address)
     for rep in reports.values():
         rep.registered = [workers[n] for n in rep.expected if workers and n in workers]
+        if rep.error is None and len(rep.registered) < len(rep.expected):
+            rep.error = (f"{rep.host}: {len(rep.registered)}/{len(rep.expected)} workers registered. "
+                         f"Fix: homecluster up; if it fails again, homecluster logs {rep.host}")
     return ClusterReport(spec, reports, scheduler_running=workers is not None)
 
 
