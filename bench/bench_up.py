@@ -425,6 +425,10 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
                 print(f"  {tool:<12} {label:<5}" + ", ".join(f"{k} {v:.2f}" for k, v in ph.items()))
     print(f"  baselines    `python -m homecluster --version` {base['homecluster_cli_start']:.2f} "
           f"(paid by every up and down); `python -c 'import distributed'` {base['import_distributed']:.2f}")
+    early = [r["alive_when_close_returned"] for r in results.get(SSH, []) if r.get("alive_when_close_returned")]
+    if early:
+        print(f"\nnote: SSHCluster's close() returned while {max(early)} of its processes were still running "
+              f"(in {len(early)}/{len(results[SSH])} rounds): its 'down' does not wait, compare 'gone' instead")
     for note in notes:
         print(f"\nnote: {note}")
     for err in errors:
@@ -522,11 +526,9 @@ def _cleanup_tools(hh: Household, inv: Path | None, cwd: Path, state: dict, note
         if res["rc"] != 0:
             print(f"cleanup: homecluster down failed: {_cli_failure('down', res)}", file=sys.stderr)
         state["hc_maybe_up"] = False
-    found = dask_processes(hh)
-    if found:
-        if not quiet:
-            notes.append(f"killed after a failed round: {found}")
-        kill_processes(found)
+    _, orphans = wait_gone(hh, time.perf_counter())  # SSHCluster.close() does not wait for its processes
+    if orphans and not quiet:
+        notes.append(f"still running {GONE_GRACE:g} s after cleaning up a failed round, killed: {orphans}")
 
 
 if __name__ == "__main__":

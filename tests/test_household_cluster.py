@@ -5,7 +5,9 @@ The test process is the user's laptop (root namespace); desktop, study and attic
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 
 import pytest
 from distributed import Client
@@ -129,3 +131,18 @@ def test_a_worker_that_dies_at_start_is_reported_with_its_log(household, tmp_pat
     assert p.returncode == 1
     assert "attic: the worker process exited: ModuleNotFoundError: No module named 'distributed'" in p.stdout
     assert "within 60 s" not in p.stdout  # found by the probe, not by waiting out the timeout
+
+
+def test_macos_rendering_detaches_with_python_setsid(household, tmp_path, cleanup):
+    """os: macos starts processes without setsid(1); run here on Linux it shows that path works end to end."""
+    inv = household_inventory(household, tmp_path / "inventory.yaml", "mac", workers={"attic": 1},
+                              cluster_extra={"scheduler_port": 8800, "dashboard_port": 8801},
+                              host_extra={"attic": {"os": "macos"}})
+    cleanup(inv)
+    assert "nohup " + sys.executable + " -c 'import os, sys; os.setsid()" in hc("up", "--dry-run", inv=inv).stdout
+    p = hc("up", inv=inv)
+    assert p.returncode == 0, p.stdout + p.stderr
+    pid = status(inv)["hosts"][2]["processes"]["worker"]
+    assert os.getsid(pid) == pid  # its own session: it outlives SSH and is stopped as a group
+    assert hc("down", inv=inv).returncode == 0
+    assert dask_processes(household) == []

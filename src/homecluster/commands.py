@@ -40,6 +40,17 @@ def wrap(script: str) -> str:
     return "sh -c " + shlex.quote(script)
 
 
+# macOS has no setsid(1): the host's own Python makes the new session, then becomes the dask process.
+_PY_SETSID = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def detach_prefix(proc: ProcessSpec) -> str:
+    """What puts the process in its own session (so it survives the SSH session and can be stopped as a group)."""
+    if proc.os == "linux":
+        return "setsid nohup"
+    return f"nohup {shell_path(proc.argv[0])} -c {shlex.quote(_PY_SETSID)}"
+
+
 def start_script(proc: ProcessSpec) -> str:
     """Start one process detached, recording pid and fingerprint; fail early if the interpreter is missing."""
     py = proc.argv[0]
@@ -54,7 +65,7 @@ def start_script(proc: ProcessSpec) -> str:
         "exit 127; }",
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
         f"echo {proc.fingerprint} > {role}.spec",
-        f"{env}setsid nohup {shell_join(proc.argv)} > {role}.log 2>&1 < /dev/null &",
+        f"{env}{detach_prefix(proc)} {shell_join(proc.argv)} > {role}.log 2>&1 < /dev/null &",
         f"echo $! > {role}.pid",
         f"echo hc-started {role} $!",
     ])

@@ -24,6 +24,7 @@ class ProcessSpec:
     env: tuple[tuple[str, str], ...]
     run_dir: str
     worker_names: tuple[str, ...] = ()
+    os: str = "linux"
 
     @property
     def fingerprint(self) -> str:
@@ -33,7 +34,7 @@ class ProcessSpec:
 
     def to_dict(self) -> dict:
         return {"host": self.host, "role": self.role, "argv": list(self.argv), "env": dict(self.env),
-                "run_dir": self.run_dir, "worker_names": list(self.worker_names),
+                "run_dir": self.run_dir, "worker_names": list(self.worker_names), "os": self.os,
                 "fingerprint": self.fingerprint}
 
 
@@ -86,7 +87,8 @@ def scheduler_process(inv: Inventory) -> ProcessSpec:
         argv.append("--no-dashboard")
     else:
         argv += ["--dashboard-address", f"{host.address}:{c.dashboard_port}"]
-    return ProcessSpec(host.name, SCHEDULER, tuple(argv), tuple(sorted(host.env.items())), run_dir(inv, host))
+    return ProcessSpec(host.name, SCHEDULER, tuple(argv), tuple(sorted(host.env.items())), run_dir(inv, host),
+                       os=host.os)
 
 
 def worker_process(inv: Inventory, host: Host, scheduler_address: str) -> ProcessSpec:
@@ -106,7 +108,7 @@ def worker_process(inv: Inventory, host: Host, scheduler_address: str) -> Proces
     if host.resources:
         argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in host.resources.items())]
     return ProcessSpec(host.name, WORKER, tuple(argv), tuple(sorted(host.env.items())), rdir,
-                       worker_names(host))
+                       worker_names(host), os=host.os)
 
 
 def build(inv: Inventory) -> ClusterSpec:

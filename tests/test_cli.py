@@ -1,0 +1,52 @@
+"""CLI behaviour that needs no hosts: inventory lookup, dashboard URL, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SAMPLE = Path(__file__).parent / "golden" / "sample-inventory.yaml"
+
+
+def run(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "HOMECLUSTER_INVENTORY")}
+    return subprocess.run([sys.executable, "-m", "homecluster", *args], capture_output=True, text=True,
+                          env={**clean, **(env or {})}, cwd=cwd, timeout=60)
+
+
+def test_dashboard_url_from_environment_variable(tmp_path):
+    p = run("dashboard", env={"HOMECLUSTER_INVENTORY": str(SAMPLE)}, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.strip() == "http://192.168.1.10:8787/status"
+
+
+def test_inventory_flag_wins_over_environment(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("hosts:\n  me: {connection: local, address: 127.0.0.1}\ncluster: {dashboard_port: 9999}\n")
+    p = run("dashboard", "-i", str(other), env={"HOMECLUSTER_INVENTORY": str(SAMPLE)})
+    assert p.stdout.strip() == "http://127.0.0.1:9999/status"
+
+
+def test_missing_default_inventory_says_how_to_fix(tmp_path):
+    p = run("status", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("error: inventory.yaml: file not found. Fix: pass -i PATH, set "
+                                "HOMECLUSTER_INVENTORY, or create inventory.yaml here")
+
+
+def test_logs_of_unknown_host(tmp_path):
+    p = run("logs", "toaster", "-i", str(SAMPLE))
+    assert p.returncode == 2 and "no host named 'toaster'. Fix: use one of: desktop, laptop, mac-mini, gaming-pc" in p.stderr
+
+
+def test_dashboard_off_is_explained(tmp_path):
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("cluster: {dashboard_port: null}\nhosts:\n  me: {connection: local}\n")
+    p = run("dashboard", "-i", str(inv))
+    assert p.returncode == 2 and "dashboard is off" in p.stderr
+
+
+def test_usage_error_exits_2():
+    p = run("upp")
+    assert p.returncode == 2 and "invalid choice" in p.stderr
