@@ -13,7 +13,7 @@ from .commands import ProcessState
 from .errors import HostError
 from .group import Group, HostResult
 from .inventory import Host, Inventory
-from .monitor import WorkerInfo, scheduler_workers, wait_for_workers
+from .monitor import WorkerInfo, preload, scheduler_workers, wait_for_workers
 from .plan import KEEP, RESTART, START, STOP, Step, plan_up
 from .spec import SCHEDULER, WORKER, ClusterSpec, build, run_dir
 from .transport import CommandResult
@@ -122,6 +122,7 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
     """Bring the cluster to the state the inventory describes, and wait for every worker to register."""
     spec = build(inv)
     reports = _new_reports(inv, spec)
+    preload()
     with Group(inv.hosts.values()) as group:
         progress(f"checking {len(inv.hosts)} host(s)")
         probes = group.each(inv.hosts, lambda runner, host: _probe(runner, host, inv))
@@ -150,7 +151,7 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
         if rep.error is None and len(rep.registered) < len(rep.expected):
             rep.error = f"{rep.host}: only {len(rep.registered)}/{len(rep.expected)} workers registered " \
                         f"within {timeout:g} s. Fix: homecluster logs {rep.host}"
-    running = scheduler_workers(spec.scheduler_address) is not None
+    running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
     return ClusterReport(spec, reports, scheduler_running=running, changed=changed)
 
 
