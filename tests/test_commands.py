@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from homecluster import commands
 from homecluster.commands import ProcessState, parse_probe, parse_started, shell_path
@@ -141,3 +142,12 @@ def test_plan_skips_unreachable_hosts():
     s = states()
     del s["attic"]
     assert ("attic", WORKER) not in actions(plan_up(spec_of(), s))
+
+
+def test_summarize_log_puts_the_cause_first():
+    recorded = (Path(__file__).parent / "golden" / "scheduler-bind-failure.log").read_text()
+    assert commands.summarize_log(recorded) == ("OSError: [Errno 98] Address already in use ... "
+                                                "RuntimeError: Scheduler failed to start.")
+    assert commands.summarize_log("a\nb\nc\nd\n") == "b | c | d"
+    assert commands.summarize_log("ModuleNotFoundError: No module named 'distributed'\n") == \
+        "ModuleNotFoundError: No module named 'distributed'"

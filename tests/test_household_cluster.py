@@ -146,3 +146,14 @@ def test_macos_rendering_detaches_with_python_setsid(household, tmp_path, cleanu
     assert os.getsid(pid) == pid  # its own session: it outlives SSH and is stopped as a group
     assert hc("down", inv=inv).returncode == 0
     assert dask_processes(household) == []
+
+
+def test_a_scheduler_that_cannot_bind_is_reported_with_its_log(household, tmp_path, cleanup):
+    """Port 22 on desktop is taken by its sshd: the scheduler exits, and up says so without waiting it out."""
+    inv = household_inventory(household, tmp_path / "inventory.yaml", "nobind", workers={"study": 1},
+                              cluster_extra={"scheduler_port": 22, "dashboard_port": 8803})
+    cleanup(inv)
+    p = hc("up", "--timeout", "60", inv=inv)
+    assert p.returncode == 1
+    assert "desktop: the scheduler process exited:" in p.stdout
+    assert "(NOT RUNNING)" in p.stdout and "within 60 s" not in p.stdout

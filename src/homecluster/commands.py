@@ -102,6 +102,16 @@ def stop_script(run_dir: str, role: str) -> str:
     ])
 
 
+_ERROR_LINE = re.compile(r"^\w*(Error|Exception)\b.*|.*\bNo module named\b.*")
+
+
+def summarize_log(text: str, tail: int = 3) -> str:
+    """One line for a crashed process: its exception lines (the cause first), or else its last lines."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = list(dict.fromkeys(ln for ln in lines if _ERROR_LINE.match(ln)))
+    return " ... ".join(errors[:1] + errors[-1:] if len(errors) > 1 else errors) or " | ".join(lines[-tail:])
+
+
 def logs_script(run_dir: str, role: str, lines: int) -> str:
     """Print the last lines of a role's log."""
     return f"tail -n {int(lines)} {shell_path(run_dir)}/{role}.log"

@@ -102,17 +102,26 @@ def _run_steps(group: Group, inv: Inventory, steps: list[Step], reports: dict[st
 
 
 def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport]):
-    """A callback for wait_for_workers: probe hosts with missing workers, fail those whose process died."""
+    """A callback for wait_for_workers: probe the hosts of missing workers (and the scheduler's host); a host
+    whose process died gets its log tail as the error. A dead scheduler means no worker will come."""
     owner = {n: p.host for p in spec.workers for n in p.worker_names}
+    sched = spec.scheduler.host
+
+    def died(name: str, role: str) -> None:
+        r = group.runners[name].run(commands.logs_script(run_dir(inv, inv.hosts[name]), role, 60))
+        reports[name].error = (f"{name}: the {role} process exited: {commands.summarize_log(r.stdout)}. "
+                               f"Fix: see homecluster logs {name} --role {role}")
 
     def check(missing: set[str]) -> set[str]:
-        hosts = {owner[n] for n in missing}
+        hosts = {owner[n] for n in missing} | {sched}
         results = group.each(hosts, lambda runner, host: _probe(runner, host, inv))
+        if results[sched].ok and not results[sched].value[SCHEDULER].alive:
+            died(sched, SCHEDULER)
+            return set(missing)
         gone: set[str] = set()
         for name, res in results.items():
-            if res.ok and not res.value[WORKER].alive:
-                r = group.runners[name].run(commands.logs_script(run_dir(inv, inv.hosts[name]), WORKER, 5))
-                reports[name].error = f"{name}: the worker process exited: {r.tail(5)}"
+            if name in {owner[n] for n in missing} and res.ok and not res.value[WORKER].alive:
+                died(name, WORKER)
                 gone |= set(reports[name].expected)
         return gone
     return check
@@ -140,19 +149,24 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
         _run_steps(group, inv, steps, reports)
         changed = any(s.action != KEEP for s in steps)
         expected = {n for r in reports.values() if r.error is None for n in r.expected}
-        sched_up = SCHEDULER in reports[spec.scheduler.host].pids or any(
-            s.role == SCHEDULER and s.action == KEEP for s in steps)
+        sched_up = SCHEDULER in reports[spec.scheduler.host].pids
         seen = {} if not sched_up else wait_for_workers(
             spec.scheduler_address, expected, timeout,
             lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
             _dead_checker(group, inv, spec, reports))
+    running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
+    _settle(reports, seen, running, timeout)
+    return ClusterReport(spec, reports, scheduler_running=running, changed=changed)
+
+
+def _settle(reports: dict[str, HostReport], seen: dict[str, WorkerInfo], running: bool, timeout: float) -> None:
+    """Attach registered workers to their hosts; say why the missing ones are missing."""
     for rep in reports.values():
         rep.registered = [seen[n] for n in rep.expected if n in seen]
         if rep.error is None and len(rep.registered) < len(rep.expected):
-            rep.error = f"{rep.host}: only {len(rep.registered)}/{len(rep.expected)} workers registered " \
-                        f"within {timeout:g} s. Fix: homecluster logs {rep.host}"
-    running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
-    return ClusterReport(spec, reports, scheduler_running=running, changed=changed)
+            why = f"within {timeout:g} s" if running else "because the scheduler is not running"
+            rep.error = (f"{rep.host}: {len(rep.registered)}/{len(rep.expected)} workers registered {why}. "
+                         f"Fix: homecluster logs {rep.host}")
 
 
 def status(inv: Inventory) -> ClusterReport:

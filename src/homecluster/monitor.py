@@ -53,7 +53,7 @@ def scheduler_workers(address: str, timeout: float = 2.0) -> dict[str, WorkerInf
     """The scheduler's workers, or None when no scheduler answers at `address`."""
     try:
         return parse_identity(asyncio.run(_identity(address, timeout)))
-    except (OSError, asyncio.TimeoutError):
+    except Exception:  # noqa: BLE001 - refused, timed out, or something that is not a Dask scheduler answered
         return None
 
 
