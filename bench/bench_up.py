@@ -5,12 +5,17 @@ A fresh 3-host household (network namespaces with their own sshd, see tests/hous
 prefix "hb" on 10.213.59.0/24, so it never collides with the tests' "hc" household on 10.213.57.0/24.
 Host 1 runs the scheduler, hosts 2 and 3 one worker process each (nthreads 1, memory_limit 1GB).
 
-The two tools are measured alternately in the same run (homecluster, SSHCluster, homecluster, ...):
+Three contenders are measured interleaved in every round:
 
-* homecluster: `python -m homecluster up -i INV` as a subprocess, timed until it returns (it returns once every
-  worker registered); checked with a Client (untimed); then `python -m homecluster down -i INV`, timed.
-* SSHCluster: construction + Client + `client.wait_for_workers(2)` ("up"); `client.close(); cluster.close()`
-  ("down").
+* homecluster: `python -m homecluster up -i INV` as a fresh process, timed until it returns (it returns once
+  every worker registered); checked with a Client (untimed); `up` run once more on the running cluster (the
+  no-op `up`, timed separately); then `python -m homecluster down -i INV`, timed.
+* SSHCluster script: a fresh `python -c SCRIPT` that builds the same SSHCluster, waits for the 2 workers and
+  prints READY; "up" is from starting it until READY is read. It is then told "stop" on stdin and closes its
+  Client and cluster; "down" is from "stop" until the process exited. This is what an SSHCluster user pays:
+  like homecluster, a fresh interpreter that imports distributed. The primary comparison.
+* SSHCluster in-process: the same SSHCluster built in this (already warm) benchmark process: construction +
+  Client + `wait_for_workers(2)` ("up"); `client.close(); cluster.close()` ("down"). A secondary reference.
 
 After each "down" the host namespaces are polled until no Dask process (anything but sshd) is left: "gone" is
 the time from the start of down until then. What is still alive after a grace period is an orphan: it is
@@ -28,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import re
 import signal
 import statistics
 import subprocess
@@ -36,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,19 +49,40 @@ from household import Household, can_build  # noqa: E402
 
 PREFIX, SUBNET = "hb", "10.213.59"
 NAMES = ("desktop", "study", "attic")  # host 1 = scheduler, hosts 2 and 3 = one worker each
-HC_PORTS = (8786, 8787)  # homecluster: scheduler, dashboard
-SSH_PORTS = (8796, 8797)  # SSHCluster: scheduler, dashboard (different, so a slow port release never mixes them)
+HC_PORTS = (8786, 8787)  # scheduler, dashboard; each contender has its own, so a slow port release never
+SCRIPT_PORTS = (8806, 8807)  # mixes two of them up
+INPROC_PORTS = (8796, 8797)
 N_WORKERS = 2
-CLI_TIMEOUT = 180.0  # seconds for one homecluster command
+CLI_TIMEOUT = 180.0  # seconds for one homecluster command, or for the SSHCluster script to exit after "stop"
 WAIT_TIMEOUT = 120.0  # seconds for SSHCluster workers
-GONE_GRACE = 10.0  # seconds after `down` returned before a remaining process counts as an orphan
+GONE_GRACE = 10.0  # seconds after down returned before a remaining process counts as an orphan
 POLL = 0.05
 
-HC, SSH = "homecluster", "SSHCluster"
+HC, SCRIPT, INPROC = "homecluster", "SSHCluster script", "SSHCluster in-process"
+CONTENDERS = (HC, SCRIPT, INPROC)
+METRICS = ("up", "down", "gone")
+
+# The SSHCluster user's script. Its options arrive as JSON in argv[1]: {"cluster": SSHCluster kwargs,
+# "n_workers": int, "timeout": seconds}.
+SSHCLUSTER_SCRIPT = """\
+import json
+import sys
+
+from distributed import Client, SSHCluster
+
+opts = json.loads(sys.argv[1])
+cluster = SSHCluster(**opts["cluster"])
+client = Client(cluster)
+client.wait_for_workers(opts["n_workers"], timeout=opts["timeout"])
+print("READY", flush=True)
+sys.stdin.readline()  # "stop"
+client.close()
+cluster.close()
+"""
 
 
 class BenchError(RuntimeError):
-    """A tool failed in one round; the message says how."""
+    """A contender failed in one round; the message says how."""
 
 
 # --- processes on the simulated hosts ----------------------------------------------------------------------
@@ -131,47 +155,53 @@ def ensure_clean(hh: Household, before: str, notes: list[str]) -> None:
         kill_processes(found)
 
 
+def finish_down(hh: Household, who: str, t_down: float, notes: list[str]) -> dict:
+    """After a contender's down returned: how many of its processes still ran, then wait until all are gone."""
+    alive = sum(len(p) for p in dask_processes(hh).values())
+    gone, orphans = wait_gone(hh, t_down)
+    if orphans:
+        notes.append(f"{who} down left processes (killed): {orphans}")
+    return {"gone": gone, "orphans": orphans, "alive_when_down_returned": alive}
+
+
 def check_workers(address: str, hh: Household) -> dict:
     """Connect a Client and check that the two workers run on hosts 2 and 3 with 1 thread each."""
+    import inspect
+
     from distributed import Client
 
     with Client(address, timeout="20s") as client:
-        info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
-        workers = info["workers"]
+        takes_n = "n_workers" in inspect.signature(client.scheduler_info).parameters
+        workers = (client.scheduler_info(n_workers=-1) if takes_n else client.scheduler_info())["workers"]
     want_ips = {h.address for h in hh.hosts[1:]}
     ips = sorted(w["host"] for w in workers.values())
     threads = sorted(w["nthreads"] for w in workers.values())
     if len(workers) != N_WORKERS or set(ips) != want_ips or threads != [1] * N_WORKERS:
         raise BenchError(f"expected {N_WORKERS} workers on {sorted(want_ips)} with 1 thread each at {address}, "
                          f"found {len(workers)} on {ips} with threads {threads}")
-    return {"workers": len(workers), "ips": ips, "names": sorted(str(w.get("name")) for w in workers.values())}
-
-
-def _takes_n_workers(client) -> bool:
-    import inspect
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    return {"workers": len(workers), "ips": ips}
 
 
 # --- homecluster --------------------------------------------------------------------------------------------
 
+def _drain(stream, sink: list[str]) -> threading.Thread:
+    """Read a pipe to its end in a thread (so a full pipe never blocks the child)."""
+    t = threading.Thread(target=lambda: sink.append(stream.read()), daemon=True)
+    t.start()
+    return t
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = CLI_TIMEOUT) -> dict:
-    """Run `python -m homecluster ARGS`; return exit code, wall time, output and timestamped stderr lines."""
-    wall0, t0 = time.time(), time.perf_counter()
+    """Run `python -m homecluster ARGS` in a fresh interpreter; return exit code (None: timed out), seconds, output.
+
+    The time ends when the process exits, not when its pipes close.
+    """
+    t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "homecluster", *args], cwd=cwd, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: list[str] = []
-    marks: list[tuple[float, str]] = []
-
-    def read_out() -> None:
-        out.append(proc.stdout.read())
-
-    def read_err() -> None:
-        for line in proc.stderr:
-            marks.append((time.perf_counter() - t0, line.rstrip("\n")))
-
-    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
-    for t in readers:
-        t.start()
+    err: list[str] = []
+    readers = [_drain(proc.stdout, out), _drain(proc.stderr, err)]
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -181,168 +211,133 @@ def run_cli(args: list[str], cwd: Path, timeout: float = CLI_TIMEOUT) -> dict:
     elapsed = time.perf_counter() - t0
     for t in readers:
         t.join(5)
-    return {"rc": rc, "seconds": elapsed, "stdout": "".join(out), "stderr_marks": marks, "wall0": wall0}
+    return {"rc": rc, "seconds": elapsed, "stdout": "".join(out), "stderr": "".join(err)}
 
 
-def _cli_failure(what: str, res: dict) -> BenchError:
-    err = "\n".join(f"  [{t:6.2f}s] {line}" for t, line in res["stderr_marks"])
-    code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
-    return BenchError(f"`homecluster {what}` failed ({code}) after {res['seconds']:.2f} s\n"
-                      f"stdout:\n{res['stdout']}\nstderr:\n{err}")
-
-
-_LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - ")
-
-
-def _log_time(path: Path, needle: str, last: bool = False) -> float | None:
-    """Wall-clock time (epoch) of the first (or last) line of a dask log containing needle."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return None
-    found = None
-    for line in lines:
-        m = _LOG_TS.match(line)
-        if m and needle in line:
-            found = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if not last:
-                break
-    return found
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-
-
-def _hc_up_phases(res: dict, run: Path) -> dict:
-    """Where `up` spends its time: its progress lines on stderr (one line per change when not a tty), the
-    pid files its start scripts write (mtime = when the process was spawned) and the dask logs' timestamps.
-    Every value is seconds since the CLI was launched."""
-    w0, total, marks = res["wall0"], res["seconds"], res["stderr_marks"]
-    sched, workers = run / NAMES[0], [run / n for n in NAMES[1:]]
-    checking = next((t for t, line in marks if line.startswith("checking")), None)
-    noticed = next((t for t, line in marks if line.startswith(f"waiting for workers: {N_WORKERS}/")), None)
-    spawns = [_mtime(d / f"{role}.pid") for d, role in [(sched, "scheduler")] + [(w, "worker") for w in workers]]
-    sched_ready = _log_time(sched / "scheduler.log", "Scheduler at")
-    registered = [_log_time(w / "worker.log", "Registered to") for w in workers]
-    t = {"cli_started": checking}  # interpreter + imports (fabric, distributed) + inventory
-    if None not in spawns:
-        t["first_spawn"], t["last_spawn"] = min(spawns) - w0, max(spawns) - w0  # + SSH connect, probe, start
-    if sched_ready is not None:
-        t["scheduler_ready"] = sched_ready - w0
-    if None not in registered:
-        t["last_registered"] = max(registered) - w0
-    t["cli_noticed"] = noticed
-    t["cli_returned"] = total
-    return {k: v for k, v in t.items() if v is not None}
-
-
-def _hc_down_phases(res: dict, run: Path) -> dict:
-    """Last log line of the workers and of the scheduler during `down`, in seconds since the CLI was launched."""
-    w0 = res["wall0"]
-    t = {"workers_last_log": [_log_time(run / n / "worker.log", " - ", last=True) for n in NAMES[1:]],
-         "scheduler_last_log": [_log_time(run / NAMES[0] / "scheduler.log", " - ", last=True)]}
-    out = {k: max(v) - w0 for k, v in t.items() if None not in v and max(v) > w0}
-    out["cli_returned"] = res["seconds"]
-    return out
+def _cli(args: list[str], cwd: Path) -> float:
+    """run_cli, raising BenchError unless it exits 0; returns its seconds."""
+    res = run_cli(args, cwd)
+    if res["rc"] != 0:
+        code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
+        raise BenchError(f"`homecluster {' '.join(args)}` failed ({code}) after {res['seconds']:.2f} s\n"
+                         f"stdout:\n{res['stdout']}\nstderr:\n{res['stderr']}")
+    return res["seconds"]
 
 
 def round_homecluster(hh: Household, inv: Path, cwd: Path, state: dict, notes: list[str]) -> dict:
-    address = f"tcp://{hh.hosts[0].address}:{HC_PORTS[0]}"
+    """up, check (untimed), no-op up, down, then until gone."""
     ensure_clean(hh, f"{HC} up", notes)
     state["hc_maybe_up"] = True
-    up = run_cli(["up", "-i", str(inv)], cwd)
-    if up["rc"] != 0:
-        raise _cli_failure(f"up -i {inv}", up)
-    check = check_workers(address, hh)  # outside the timed region
-    run = inv.parent / "run" / "bench"  # spec.run_dir: <run_directory>/<cluster name>/<host name>
-    up_phases = _hc_up_phases(up, run)
+    up = _cli(["up", "-i", str(inv)], cwd)
+    check = check_workers(f"tcp://{hh.hosts[0].address}:{HC_PORTS[0]}", hh)
+    noop_up = _cli(["up", "-i", str(inv)], cwd)
     t_down = time.perf_counter()
-    down = run_cli(["down", "-i", str(inv)], cwd)
-    if down["rc"] != 0:
-        raise _cli_failure(f"down -i {inv}", down)
+    down = _cli(["down", "-i", str(inv)], cwd)
     state["hc_maybe_up"] = False
-    gone, orphans = wait_gone(hh, t_down)
-    if orphans:
-        notes.append(f"{HC} down left processes (killed): {orphans}")
-    return {"up": up["seconds"], "down": down["seconds"], "gone": gone, "orphans": orphans,
-            "phases": up_phases, "down_phases": _hc_down_phases(down, run), "check": check}
+    return {"up": up, "down": down, "noop_up": noop_up, "check": check, **finish_down(hh, HC, t_down, notes)}
 
 
 # --- SSHCluster ---------------------------------------------------------------------------------------------
 
-class _Marks(logging.Handler):
-    """Record when distributed.deploy.ssh logs the remote 'Scheduler at' / 'worker at' lines (and silence them)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.t0 = time.perf_counter()
-        self.marks: list[tuple[float, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.marks.append((time.perf_counter() - self.t0, record.getMessage()))
-
-
-def _ssh_logger() -> logging.Logger:
-    log = logging.getLogger("distributed.deploy.ssh")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log
-
-
-def round_sshcluster(hh: Household, state: dict, notes: list[str]) -> dict:
-    from distributed import Client
-    from distributed.deploy.ssh import SSHCluster
-
+def sshcluster_options(hh: Household, ports: tuple[int, int]) -> dict:
+    """SSHCluster keyword arguments (JSON-compatible): scheduler on host 1, one 1-thread worker on hosts 2, 3."""
     a1 = hh.hosts[0].address
-    ensure_clean(hh, f"{SSH} up", notes)
-    log, marks = _ssh_logger(), _Marks()
-    log.addHandler(marks)
+    return {
+        "hosts": [h.address for h in hh.hosts],
+        "connect_options": {"known_hosts": str(hh.known_hosts), "client_keys": [str(hh.client_key)],
+                            "username": "root"},
+        "remote_python": sys.executable,
+        "scheduler_options": {"host": a1, "port": ports[0], "dashboard_address": f"{a1}:{ports[1]}"},
+        "worker_options": {"nthreads": 1, "memory_limit": "1GB", "n_workers": 1},
+    }
+
+
+def _await_ready(proc: subprocess.Popen, timeout: float) -> float | None:
+    """perf_counter time at which the script printed READY; None if it exited or timed out before."""
+    got: dict[str, float] = {}
+
+    def read() -> None:
+        for line in proc.stdout:
+            if line.strip() == "READY":
+                got["t"] = time.perf_counter()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return got.get("t")
+
+
+def _script_failure(what: str, proc: subprocess.Popen, errlog: Path) -> BenchError:
+    tail = "\n".join(errlog.read_text(errors="replace").splitlines()[-40:])
+    rc = proc.poll()
+    return BenchError(f"SSHCluster script {what} ({'still running' if rc is None else f'exit {rc}'})\n"
+                      f"stderr (last lines):\n{tail}")
+
+
+def round_script(hh: Household, tmp: Path, state: dict, notes: list[str]) -> dict:
+    """A fresh `python -c SSHCLUSTER_SCRIPT`: up = start .. READY, down = "stop" .. exit, then until gone."""
+    ensure_clean(hh, f"{SCRIPT} up", notes)
+    opts = {"cluster": sshcluster_options(hh, SCRIPT_PORTS), "n_workers": N_WORKERS, "timeout": WAIT_TIMEOUT}
+    # SSHCluster passes its dask config to the remote processes: keep their scratch in tmp.
+    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp / "sshcluster-scratch")}
+    errlog = tmp / "sshcluster-script.stderr"
+    with open(errlog, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", SSHCLUSTER_SCRIPT, json.dumps(opts)], cwd=tmp, env=env,
+                                text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
+    state["script"] = proc
+    t_ready = _await_ready(proc, WAIT_TIMEOUT + 30)
+    if t_ready is None:
+        raise _script_failure("never printed READY", proc, errlog)
+    check = check_workers(f"tcp://{hh.hosts[0].address}:{SCRIPT_PORTS[0]}", hh)
+    t_down = time.perf_counter()
     try:
-        t0 = marks.t0 = time.perf_counter()
-        cluster = SSHCluster(
-            hosts=[h.address for h in hh.hosts],
-            connect_options={"known_hosts": str(hh.known_hosts), "client_keys": [str(hh.client_key)],
-                             "username": "root"},
-            remote_python=sys.executable,
-            scheduler_options={"host": a1, "port": SSH_PORTS[0], "dashboard_address": f"{a1}:{SSH_PORTS[1]}"},
-            worker_options={"nthreads": 1, "memory_limit": "1GB", "n_workers": 1},
-        )
-        state["cluster"] = cluster
-        t_ctor = time.perf_counter() - t0
-        client = Client(cluster)
-        state["client"] = client
-        client.wait_for_workers(N_WORKERS, timeout=WAIT_TIMEOUT)
-        t_up = time.perf_counter() - t0
-    finally:
-        log.removeHandler(marks)
-    check = check_workers(f"tcp://{a1}:{SSH_PORTS[0]}", hh)  # outside the timed region, a separate Client
+        proc.stdin.write("stop\n")
+        proc.stdin.close()
+        rc = proc.wait(timeout=CLI_TIMEOUT)
+    except (BrokenPipeError, subprocess.TimeoutExpired) as e:
+        raise _script_failure(f"did not stop ({type(e).__name__})", proc, errlog) from None
+    down = time.perf_counter() - t_down
+    state["script"] = None
+    if rc != 0:
+        raise _script_failure("failed on stop", proc, errlog)
+    return {"up": t_ready - t0, "down": down, "check": check, **finish_down(hh, SCRIPT, t_down, notes)}
+
+
+def _kill_script(state: dict) -> None:
+    """Kill the SSHCluster script's process group if it still runs (its remote processes: see wait_gone)."""
+    proc = state.get("script")
+    state["script"] = None
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def round_inprocess(hh: Household, state: dict, notes: list[str]) -> dict:
+    """SSHCluster in this process: up = constructor .. wait_for_workers, down = client + cluster close."""
+    from distributed import Client, SSHCluster
+
+    ensure_clean(hh, f"{INPROC} up", notes)
+    t0 = time.perf_counter()
+    cluster = state["cluster"] = SSHCluster(**sshcluster_options(hh, INPROC_PORTS))
+    client = state["client"] = Client(cluster)
+    client.wait_for_workers(N_WORKERS, timeout=WAIT_TIMEOUT)
+    up = time.perf_counter() - t0
+    check = check_workers(f"tcp://{hh.hosts[0].address}:{INPROC_PORTS[0]}", hh)  # a separate Client
     t_down = time.perf_counter()
     client.close()
     cluster.close()
-    t_closed = time.perf_counter() - t_down
+    down = time.perf_counter() - t_down
     state["client"] = state["cluster"] = None
-    at_return = dask_processes(hh)
-    gone, orphans = wait_gone(hh, t_down)
-    if orphans:
-        notes.append(f"{SSH} close left processes (killed): {orphans}")
-    sched_at = next((t for t, m in marks.marks if "Scheduler at" in m), None)
-    worker_at = [t for t, m in marks.marks if "worker at" in m.lower()]
-    phases = {}  # seconds since the constructor was called
-    if sched_at is not None:
-        phases["scheduler_ready"] = sched_at  # remote 'Scheduler at' line read over SSH
-    if worker_at:
-        phases["last_worker_started"] = max(worker_at)  # remote 'Start worker at' line (registration follows)
-    phases["constructor_returned"] = t_ctor
-    phases["workers_registered"] = t_up  # Client(cluster) + wait_for_workers returned
-    return {"up": t_up, "down": t_closed, "gone": gone, "orphans": orphans, "phases": phases, "check": check,
-            "alive_when_close_returned": sum(len(p) for p in at_return.values())}
+    return {"up": up, "down": down, "check": check, **finish_down(hh, INPROC, t_down, notes)}
 
 
-def _close_sshcluster(state: dict) -> None:
+def _close_inprocess(state: dict) -> None:
     for key in ("client", "cluster"):
         obj = state.get(key)
         if obj is not None:
@@ -353,7 +348,22 @@ def _close_sshcluster(state: dict) -> None:
             state[key] = None
 
 
-# --- baselines and the report -------------------------------------------------------------------------------
+def cleanup(hh: Household, inv: Path | None, cwd: Path, state: dict, notes: list[str],
+            quiet: bool = False) -> None:
+    """Stop whatever a failed round may have left running (all three contenders), then kill what is left."""
+    _kill_script(state)
+    _close_inprocess(state)
+    if inv is not None and state.get("hc_maybe_up"):
+        res = run_cli(["down", "-i", str(inv)], cwd)
+        if res["rc"] != 0:
+            print(f"cleanup: homecluster down failed (rc {res['rc']}):\n{res['stderr']}", file=sys.stderr)
+        state["hc_maybe_up"] = False
+    _, orphans = wait_gone(hh, time.perf_counter())  # also the killed script's remote processes
+    if orphans and not quiet:
+        notes.append(f"still running {GONE_GRACE:g} s after cleaning up a failed round, killed: {orphans}")
+
+
+# --- figures and the report ---------------------------------------------------------------------------------
 
 def baseline(argv: list[str], n: int = 3) -> float:
     """Median wall time of a short local command (start-up costs that are part of the figures)."""
@@ -372,63 +382,66 @@ def _stats(values: list[float | None]) -> dict | None:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def _ratio(a: dict, b: dict, metric: str) -> dict | None:
+    sa, sb = a.get(metric), b.get(metric)
+    if not sa or not sb:
+        return None
+    return {"median": sa["median"] / sb["median"], "min": sa["min"] / sb["min"]}
+
+
 def summarize(results: dict[str, list[dict]]) -> dict:
-    summary = {}
-    for tool, runs in results.items():
-        summary[tool] = {m: _stats([r[m] for r in runs]) for m in ("up", "down", "gone")}
-        for field in ("phases", "down_phases"):
-            keys = list(dict.fromkeys(k for r in runs for k in r.get(field, {})))  # first-seen order = timeline
-            summary[tool][f"{field}_median"] = {
-                k: statistics.median([r[field][k] for r in runs if k in r.get(field, {})]) for k in keys}
-    ratios = {}
-    for m in ("up", "down", "gone"):
-        a, b = summary.get(HC, {}).get(m), summary.get(SSH, {}).get(m)
-        if a and b:
-            ratios[m] = {"median": a["median"] / b["median"], "min": a["min"] / b["min"]}
-    return {"tools": summary, "ratios_homecluster_over_sshcluster": ratios}
+    """Median/min/max per contender and metric, the no-op up, and homecluster's ratios to both SSHClusters."""
+    tools = {tool: {m: _stats([r.get(m) for r in runs]) for m in METRICS} for tool, runs in results.items()}
+    tools[HC]["noop_up"] = _stats([r.get("noop_up") for r in results[HC]])
+    ratios = {f"{HC} / {other}": {m: _ratio(tools[HC], tools[other], m) for m in METRICS}
+              for other in (SCRIPT, INPROC)}
+    return {"tools": tools, "ratios": ratios}
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+LABEL_W = 41
+
+
+def _row(label: str, cells: dict, n: object = "") -> str:
+    """One table line: median and min of up, down, gone (a missing metric prints '-')."""
+    vals = "".join(f"{_f((cells.get(m) or {}).get('median')):>9}{_f((cells.get(m) or {}).get('min')):>7}"
+                   for m in METRICS)
+    return f"{label:<{LABEL_W}}{vals}{n!s:>8}"
 
 
 def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors: list[str],
                  notes: list[str]) -> None:
-    def f(x: float | None) -> str:
-        return "-" if x is None else f"{x:.2f}"
-
     print("\nper round (seconds; gone = from start of down until no dask process is left on any host)")
     for tool, runs in results.items():
         for i, r in enumerate(runs, 1):
-            print(f"  {tool:<12} #{i}  up {f(r['up'])}  down {f(r['down'])}  gone {f(r['gone'])}")
+            extra = f"  no-op up {_f(r['noop_up'])}" if "noop_up" in r else ""
+            print(f"  {tool:<22} #{i}  up {_f(r['up'])}  down {_f(r['down'])}  gone {_f(r['gone'])}{extra}")
     print()
-    header = f"{'tool':<14}{'up median':>10}{'up min':>9}{'down median':>13}{'down min':>10}{'gone median':>13}" \
-             f"{'rounds':>8}"
-    print(header)
-    print("-" * len(header))
-    for tool in (HC, SSH):
-        s = summ["tools"].get(tool)
-        if not s or not s["up"]:
-            print(f"{tool:<14}{'(no successful round)':>40}")
-            continue
-        print(f"{tool:<14}{f(s['up']['median']):>10}{f(s['up']['min']):>9}{f(s['down']['median']):>13}"
-              f"{f(s['down']['min']):>10}{f((s['gone'] or {}).get('median')):>13}{s['up']['n']:>8}")
-    r = summ["ratios_homecluster_over_sshcluster"]
-    if r:
-        print(f"{'hc/SSHCluster':<14}{f(r['up']['median']):>10}{f(r['up']['min']):>9}"
-              f"{f(r['down']['median']):>13}{f(r['down']['min']):>10}"
-              f"{f(r.get('gone', {}).get('median')):>13}")
-        verdict = "met" if r["up"]["median"] <= 1.0 else "NOT met"
-        print(f"\ngoal up ratio <= 1.0 (median): {verdict} ({r['up']['median']:.2f})")
-    print("\nwhere the time goes: timeline, medians of seconds since the start of up / down")
-    for tool in (HC, SSH):
-        for field in ("phases", "down_phases"):
-            ph = summ["tools"].get(tool, {}).get(f"{field}_median") or {}
-            if ph:
-                label = "up" if field == "phases" else "down"
-                print(f"  {tool:<12} {label:<5}" + ", ".join(f"{k} {v:.2f}" for k, v in ph.items()))
-    print(f"  baselines    `python -m homecluster --version` {base['homecluster_cli_start']:.2f} "
-          f"(paid by every up and down); `python -c 'import distributed'` {base['import_distributed']:.2f}")
-    early = [r["alive_when_close_returned"] for r in results.get(SSH, []) if r.get("alive_when_close_returned")]
-    if early:
-        print(f"\nnote: SSHCluster's close() returned while {max(early)} of its processes were still running "
-              f"(in {len(early)}/{len(results[SSH])} rounds): its 'down' does not wait, compare 'gone' instead")
+    print(f"{'seconds':<{LABEL_W}}" + "".join(f"{m:>16}" for m in METRICS))
+    head = f"{'':<{LABEL_W}}" + f"{'median':>9}{'min':>7}" * len(METRICS) + f"{'rounds':>8}"
+    print(head)
+    print("-" * len(head))
+    for tool in CONTENDERS:
+        s = summ["tools"][tool]
+        print(_row(tool, s, s["up"]["n"] if s["up"] else 0))
+    noop = summ["tools"][HC]["noop_up"]
+    print(_row(f"{HC} up (no-op)", {"up": noop}, noop["n"] if noop else 0))
+    print(_row(f"ratio hc / {SCRIPT}", summ["ratios"][f"{HC} / {SCRIPT}"]))  # primary: both fresh processes
+    print(_row(f"ratio hc / {INPROC} (ref.)", summ["ratios"][f"{HC} / {INPROC}"]))
+    primary = summ["ratios"][f"{HC} / {SCRIPT}"]["up"]
+    if primary:
+        print(f"\ngoal up ratio {HC} / {SCRIPT} <= 1.0 (median): "
+              f"{'met' if primary['median'] <= 1.0 else 'NOT met'} ({primary['median']:.2f})")
+    print(f"baselines: `python -m homecluster --version` {base['homecluster_cli_start']:.2f} s, "
+          f"`python -c 'import distributed'` {base['import_distributed']:.2f} s (both fresh-process costs)")
+    for tool in (SCRIPT, INPROC):
+        early = [r["alive_when_down_returned"] for r in results[tool] if r.get("alive_when_down_returned")]
+        if early:
+            print(f"\nnote: {tool}: down returned while up to {max(early)} of its processes still ran "
+                  f"(in {len(early)}/{len(results[tool])} rounds): compare 'gone'")
     for note in notes:
         print(f"\nnote: {note}")
     for err in errors:
@@ -437,9 +450,33 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
 
 # --- main ---------------------------------------------------------------------------------------------------
 
+def run_rounds(rounds: int, hh: Household, inv: Path, tmp: Path, state: dict, notes: list[str],
+               errors: list[str]) -> dict[str, list[dict]]:
+    """Every round runs the three contenders in turn; a failed one is reported and cleaned up, the rest go on."""
+    steps = {HC: lambda: round_homecluster(hh, inv, tmp, state, notes),
+             SCRIPT: lambda: round_script(hh, tmp, state, notes),
+             INPROC: lambda: round_inprocess(hh, state, notes)}
+    results: dict[str, list[dict]] = {tool: [] for tool in CONTENDERS}
+    for i in range(1, rounds + 1):
+        for tool in CONTENDERS:
+            try:
+                r = steps[tool]()
+            except Exception as e:  # noqa: BLE001 - one failed round is reported, the others still run
+                msg = f"round {i} {tool}: {type(e).__name__}: {e}"
+                errors.append(msg)
+                print(msg, file=sys.stderr, flush=True)
+                cleanup(hh, inv, tmp, state, notes)
+                continue
+            results[tool].append(r)
+            extra = f", no-op up {r['noop_up']:.2f} s" if "noop_up" in r else ""
+            print(f"round {i} {tool:<22} up {r['up']:.2f} s, down {r['down']:.2f} s, gone {_f(r['gone'])} s"
+                  f"{extra}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=5, help="rounds per tool, interleaved (default 5)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per contender, interleaved (default 5)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = p.parse_args(argv)
     if args.rounds < 1:
@@ -454,10 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     import dask
     import distributed
 
-    results: dict[str, list[dict]] = {HC: [], SSH: []}
+    # The in-process SSHCluster would log every remote output line to this process's stderr (the script's goes
+    # to a file).
+    logging.getLogger("distributed.deploy.ssh").setLevel(logging.WARNING)
     errors: list[str] = []
     notes: list[str] = []
-    state: dict = {"hc_maybe_up": False, "client": None, "cluster": None}
+    state: dict = {"hc_maybe_up": False, "script": None, "client": None, "cluster": None}
     inv = hh = None
     with tempfile.TemporaryDirectory(prefix="homecluster-bench-") as tmp:
         tmp = Path(tmp)
@@ -479,25 +518,13 @@ def main(argv: list[str] | None = None) -> int:
                     "import_distributed": baseline([sys.executable, "-c", "import distributed"])}
             print(f"baselines: homecluster CLI start {base['homecluster_cli_start']:.2f} s, "
                   f"import distributed {base['import_distributed']:.2f} s")
-            for i in range(1, args.rounds + 1):
-                for tool in (HC, SSH):
-                    try:
-                        r = (round_homecluster(hh, inv, tmp, state, notes) if tool == HC
-                             else round_sshcluster(hh, state, notes))
-                        results[tool].append(r)
-                        print(f"round {i} {tool:<12} up {r['up']:.2f} s, down {r['down']:.2f} s, "
-                              f"gone {_fmt(r['gone'])} s", flush=True)
-                    except Exception as e:  # noqa: BLE001 - one failed round is reported, the others still run
-                        msg = f"round {i} {tool}: {type(e).__name__}: {e}"
-                        errors.append(msg)
-                        print(msg, file=sys.stderr, flush=True)
-                        _cleanup_tools(hh, inv, tmp, state, notes)
+            results = run_rounds(args.rounds, hh, inv, tmp, state, notes, errors)
             summ = summarize(results)
             print_report(results, summ, base, errors, notes)
             if args.json:
                 data = {"config": {"rounds": args.rounds, "prefix": PREFIX, "subnet": SUBNET,
                                    "hosts": {h.name: h.address for h in hh.hosts},
-                                   "homecluster_ports": HC_PORTS, "sshcluster_ports": SSH_PORTS,
+                                   "ports": {HC: HC_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS},
                                    "python": sys.version.split()[0], "dask": dask.__version__,
                                    "distributed": distributed.__version__, "cpus": os.cpu_count(),
                                    "machine": platform.platform(), "household_build_seconds": build_s},
@@ -508,27 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if hh is not None:
                 try:
-                    _cleanup_tools(hh, inv, tmp, state, notes, quiet=True)
+                    cleanup(hh, inv, tmp, state, notes, quiet=True)
                 finally:
                     hh.close()
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-def _cleanup_tools(hh: Household, inv: Path | None, cwd: Path, state: dict, notes: list[str],
-                   quiet: bool = False) -> None:
-    """homecluster down and SSHCluster close (whatever may be running), then kill what is left."""
-    _close_sshcluster(state)
-    if inv is not None and state.get("hc_maybe_up"):
-        res = run_cli(["down", "-i", str(inv)], cwd)
-        if res["rc"] != 0:
-            print(f"cleanup: homecluster down failed: {_cli_failure('down', res)}", file=sys.stderr)
-        state["hc_maybe_up"] = False
-    _, orphans = wait_gone(hh, time.perf_counter())  # SSHCluster.close() does not wait for its processes
-    if orphans and not quiet:
-        notes.append(f"still running {GONE_GRACE:g} s after cleaning up a failed round, killed: {orphans}")
 
 
 if __name__ == "__main__":
