@@ -5,6 +5,7 @@ Each action returns a result with one entry per host; nothing here prints (the C
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -13,8 +14,8 @@ from .commands import ProcessState
 from .errors import HostError
 from .group import Group, HostResult
 from .inventory import Host, Inventory
-from .monitor import WorkerInfo, preload, scheduler_workers, wait_for_workers
-from .plan import KEEP, RESTART, START, STOP, Step, plan_up
+from .monitor import WorkerInfo, scheduler_workers, wait_for_workers
+from .plan import KEEP, RESTART, START, STOP, Step, plan_host, plan_scheduler
 from .spec import SCHEDULER, WORKER, ClusterSpec, build, run_dir
 from .transport import CommandResult
 
@@ -76,29 +77,64 @@ def _record_failures(reports: dict[str, HostReport], results: dict[str, HostResu
             reports[name].error = res.error
 
 
-def _run_steps(group: Group, inv: Inventory, steps: list[Step], reports: dict[str, HostReport]) -> None:
-    """Stops first (workers before schedulers), then starts; every host in parallel."""
-    by_host: dict[str, list[Step]] = {}
-    for s in steps:
-        if s.action != KEEP:
-            by_host.setdefault(s.host, []).append(s)
+def _execute(runner, host: Host, inv: Inventory, steps: list[Step], roles: dict[str, ProcessState],
+             report: HostReport) -> None:
+    """Carry out one host's steps: stops first (workers before the scheduler), then starts (scheduler first)."""
+    ordered = sorted(steps, key=lambda s: s.role != WORKER)
+    for s in ordered:
+        if s.action in (STOP, RESTART):
+            r = runner.run(commands.stop_script(run_dir(inv, host), s.role))
+            if not r.ok:
+                raise_host(host, f"stopping the {s.role}", r)
+    for s in reversed(ordered):
+        if s.action in (START, RESTART):
+            r = runner.run(commands.start_script(s.proc))
+            if not r.ok:
+                raise_host(host, f"starting the {s.role}", r)
+            report.pids[s.role] = commands.parse_started(r.stdout)
+        elif s.action == KEEP:
+            report.pids[s.role] = roles[s.role].pid
+        report.actions.append(f"{s.action} {s.role}")
 
-    def act(runner, host: Host) -> None:
-        mine = sorted(by_host[host.name], key=lambda s: s.role != WORKER)  # stop workers first
-        for s in mine:
-            if s.action in (STOP, RESTART):
-                r = runner.run(commands.stop_script(run_dir(inv, host), s.role))
-                if not r.ok:
-                    raise_host(host, f"stopping the {s.role}", r)
-        for s in reversed(mine):  # start the scheduler first
-            if s.action in (START, RESTART):
-                r = runner.run(commands.start_script(s.proc))
-                if not r.ok:
-                    raise_host(host, f"starting the {s.role}", r)
-                reports[host.name].pids[s.role] = commands.parse_started(r.stdout)
-            reports[host.name].actions.append(f"{s.action} {s.role}")
 
-    _record_failures(reports, group.each(by_host, act))
+class _SchedulerDecision:
+    """Set once the scheduler's host is probed: whether its scheduler is kept, or None when that host failed."""
+
+    def __init__(self) -> None:
+        self._event, self.kept = threading.Event(), None
+
+    def set(self, kept: bool | None) -> None:
+        if not self._event.is_set():
+            self.kept = kept
+            self._event.set()
+
+    def wait(self) -> bool | None:
+        self._event.wait()
+        return self.kept
+
+
+def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport]):
+    """Per host: probe, plan, act. A host does not wait for the others' probes, only for the one fact it
+    needs from the scheduler's host (kept or restarted), so the scheduler starts as early as possible."""
+    decision, sched_host = _SchedulerDecision(), spec.scheduler.host
+
+    def act(runner, host: Host) -> list[Step]:
+        first: list[Step] = []
+        try:
+            roles = _probe(runner, host, inv)
+            if host.name == sched_host:
+                first = [plan_scheduler(spec, roles.get(SCHEDULER))]
+                decision.set(first[0].action == KEEP)
+        finally:
+            if host.name == sched_host:
+                decision.set(None)  # no-op when already decided; unblocks the others when the probe failed
+        kept = decision.wait()
+        if kept is None:
+            raise HostError(f"{host.name}: not started: the scheduler host {sched_host} failed")
+        steps = first + plan_host(spec, host.name, roles, kept)
+        _execute(runner, host, inv, steps, roles, reports[host.name])
+        return steps
+    return act
 
 
 def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport]):
@@ -131,29 +167,20 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
     """Bring the cluster to the state the inventory describes, and wait for every worker to register."""
     spec = build(inv)
     reports = _new_reports(inv, spec)
-    preload()
+    # The scheduler's host goes first: the others wait for its decision, so it must never queue behind them.
+    order = [spec.scheduler.host] + [n for n in inv.hosts if n != spec.scheduler.host]
     with Group(inv.hosts.values()) as group:
-        progress(f"checking {len(inv.hosts)} host(s)")
-        probes = group.each(inv.hosts, lambda runner, host: _probe(runner, host, inv))
-        _record_failures(reports, probes)
-        states = {n: r.value for n, r in probes.items() if r.ok}
-        if spec.scheduler.host not in states:
-            for rep in reports.values():
-                rep.error = rep.error or f"{rep.host}: not started: the scheduler host {spec.scheduler.host} failed"
-            return ClusterReport(spec, reports)
-        steps = plan_up(spec, states)
-        for s in steps:
-            if s.action == KEEP:
-                reports[s.host].actions.append(f"keep {s.role}")
-                reports[s.host].pids[s.role] = states[s.host][s.role].pid
-        _run_steps(group, inv, steps, reports)
-        changed = any(s.action != KEEP for s in steps)
-        expected = {n for r in reports.values() if r.error is None for n in r.expected}
-        sched_up = SCHEDULER in reports[spec.scheduler.host].pids
-        seen = {} if not sched_up else wait_for_workers(
-            spec.scheduler_address, expected, timeout,
-            lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
-            _dead_checker(group, inv, spec, reports))
+        progress(f"checking and starting on {len(inv.hosts)} host(s)")
+        results = group.each(order, _pipeline(inv, spec, reports))
+        _record_failures(reports, results)
+        changed = any(s.action != KEEP for r in results.values() if r.ok for s in r.value)
+        seen: dict[str, WorkerInfo] = {}
+        if SCHEDULER in reports[spec.scheduler.host].pids:
+            expected = {n for r in reports.values() if r.error is None for n in r.expected}
+            seen = wait_for_workers(
+                spec.scheduler_address, expected, timeout,
+                lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
+                _dead_checker(group, inv, spec, reports))
     running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
     _settle(reports, seen, running, timeout)
     return ClusterReport(spec, reports, scheduler_running=running, changed=changed)

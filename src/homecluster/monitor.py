@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -36,14 +35,10 @@ def parse_identity(identity: dict) -> dict[str, WorkerInfo]:
     return out
 
 
-def preload() -> None:
-    """Import distributed in the background (~0.3 s) while the caller waits on SSH; the import lock makes
-    a later `import distributed` simply wait for this one."""
-    threading.Thread(target=lambda: __import__("distributed.core"), daemon=True).start()
-
-
 async def _identity(address: str, timeout: float) -> dict:
-    from distributed.core import rpc  # imported here: commands that never ask the scheduler start faster
+    # Imported here, not at the top: the ~0.3 s import then overlaps the remote processes' own start-up
+    # instead of competing with the SSH threads for the GIL, and commands that never ask start faster.
+    from distributed.core import rpc
 
     async with rpc(address, timeout=timeout) as r:
         return await asyncio.wait_for(r.identity(), timeout)
@@ -62,20 +57,35 @@ def wait_for_workers(address: str, expected: set[str], timeout: float,
                      check: Callable[[set[str]], set[str]], check_every: float = 2.0) -> dict[str, WorkerInfo]:
     """Poll until every expected worker has registered or `timeout` passes; return what registered.
 
-    `check(missing)` is called every `check_every` seconds with the names still missing and returns the
-    names that will never come (their process died), so a crash does not cost the whole timeout.
+    Every `check_every` seconds, `check(missing)` runs in a thread with the names still missing and returns
+    the names that will never come (their process died), so a crash does not cost the whole timeout.
     """
-    start, last_check = time.monotonic(), time.monotonic()
-    expected, seen = set(expected), {}
-    while True:
-        workers = scheduler_workers(address, timeout=min(2.0, timeout)) or {}
-        seen = {n: w for n, w in workers.items() if n in expected}
-        elapsed = time.monotonic() - start
-        progress(len(seen), len(expected), elapsed)
-        missing = expected - set(seen)
-        if not missing or elapsed >= timeout:
-            return seen
-        if time.monotonic() - last_check >= check_every:
-            expected -= check(missing)
-            last_check = time.monotonic()
-        time.sleep(POLL_INTERVAL)
+    return asyncio.run(_wait(address, set(expected), timeout, progress, check, check_every))
+
+
+async def _wait(address, expected, timeout, progress, check, check_every) -> dict[str, WorkerInfo]:
+    from distributed.core import rpc
+
+    loop, start = asyncio.get_running_loop(), time.monotonic()
+    pending, next_check = None, start + check_every
+    scheduler = rpc(address, timeout=2)  # one connection for every poll: polling stays cheap
+    try:
+        while True:
+            try:
+                workers = parse_identity(await asyncio.wait_for(scheduler.identity(), 2))
+            except Exception:  # noqa: BLE001 - not up yet (or gone): keep polling until the timeout
+                workers = {}
+            seen = {n: w for n, w in workers.items() if n in expected}
+            now = time.monotonic()
+            progress(len(seen), len(expected), now - start)
+            missing = expected - set(seen)
+            if not missing or now - start >= timeout:
+                return seen
+            if pending is not None and pending.done():
+                expected -= pending.result()
+                pending, next_check = None, now + check_every
+            if pending is None and now >= next_check:
+                pending = loop.run_in_executor(None, check, missing)
+            await asyncio.sleep(POLL_INTERVAL)
+    finally:
+        await scheduler.close_rpc()

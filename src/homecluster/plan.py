@@ -35,32 +35,41 @@ def _for(proc: ProcessSpec, state: ProcessState | None, changed_reason: str) -> 
     return Step(proc.host, proc.role, START, proc, "not running")
 
 
-def plan_up(spec: ClusterSpec, states: dict[str, dict[str, ProcessState]]) -> list[Step]:
-    """Steps for every probed host (hosts that could not be probed are absent from `states`).
+def plan_scheduler(spec: ClusterSpec, state: ProcessState | None) -> Step:
+    """Keep the scheduler if it runs as specified, else (re)start it."""
+    sched = spec.scheduler
+    if _is_current(state, sched):
+        return Step(sched.host, SCHEDULER, KEEP, sched, "running, unchanged")
+    return _for(sched, state, "inventory changed")
+
+
+def plan_host(spec: ClusterSpec, host: str, roles: dict[str, ProcessState], scheduler_kept: bool) -> list[Step]:
+    """The steps for one host other than starting the scheduler: a stray scheduler, and its workers.
 
     A restarted scheduler restarts every worker: they would lose it and exit (dask workers do not reconnect).
     """
-    sched = spec.scheduler
-    steps: list[Step] = []
-    sched_state = states.get(sched.host, {}).get(SCHEDULER)
-    sched_kept = _is_current(sched_state, sched)
-    if sched.host in states:
-        steps.append(Step(sched.host, SCHEDULER, KEEP, sched, "running, unchanged") if sched_kept
-                     else _for(sched, sched_state, "inventory changed"))
-    for host, roles in states.items():
-        if host != sched.host and _alive(roles.get(SCHEDULER)):
-            steps.append(Step(host, SCHEDULER, STOP, reason=f"the scheduler is on {sched.host} now"))
-    workers = {p.host: p for p in spec.workers}
-    for host, roles in states.items():
-        state, proc = roles.get(WORKER), workers.get(host)
-        if proc is None:
-            if _alive(state):
-                steps.append(Step(host, WORKER, STOP, reason="no workers on this host now"))
-        elif sched_kept and _is_current(state, proc):
-            steps.append(Step(host, WORKER, KEEP, proc, "running, unchanged"))
-        else:
-            steps.append(_for(proc, state, "scheduler restarted" if not sched_kept else "inventory changed"))
+    steps = []
+    if host != spec.scheduler.host and _alive(roles.get(SCHEDULER)):
+        steps.append(Step(host, SCHEDULER, STOP, reason=f"the scheduler is on {spec.scheduler.host} now"))
+    state, proc = roles.get(WORKER), next((p for p in spec.workers if p.host == host), None)
+    if proc is None:
+        if _alive(state):
+            steps.append(Step(host, WORKER, STOP, reason="no workers on this host now"))
+    elif scheduler_kept and _is_current(state, proc):
+        steps.append(Step(host, WORKER, KEEP, proc, "running, unchanged"))
+    else:
+        steps.append(_for(proc, state, "scheduler restarted" if not scheduler_kept else "inventory changed"))
     return steps
+
+
+def plan_up(spec: ClusterSpec, states: dict[str, dict[str, ProcessState]]) -> list[Step]:
+    """All steps for the probed hosts (hosts that could not be probed are absent from `states`)."""
+    sched_host = spec.scheduler.host
+    if sched_host not in states:
+        return []
+    first = plan_scheduler(spec, states[sched_host].get(SCHEDULER))
+    kept = first.action == KEEP
+    return [first] + [s for host, roles in states.items() for s in plan_host(spec, host, roles, kept)]
 
 
 def plan_changes(steps: list[Step]) -> bool:
