@@ -11,6 +11,7 @@ import pytest
 
 from homecluster.errors import InventoryError
 from homecluster.inventory import PortRange, load, parse
+from homecluster.spec import interpreter
 
 GOOD = """\
 cluster:
@@ -47,7 +48,7 @@ def test_single_host_is_the_scheduler_and_local_defaults_to_loopback():
     inv = parse("hosts:\n  me: {connection: local}\n")
     assert inv.cluster.scheduler == "me"
     assert inv.hosts["me"].address == "127.0.0.1"
-    assert inv.hosts["me"].interpreter == sys.executable
+    assert interpreter(inv, inv.hosts["me"]) == sys.executable
 
 
 def test_shipped_inventory_is_valid_and_local():
@@ -115,6 +116,18 @@ BAD = [
     ("loopback-scheduler-remote-workers", "cluster:\n  scheduler: me\nhosts:\n  me: {connection: local}\n"
      "  b: {address: 10.0.0.2}\n", 4, "cannot reach a scheduler on 127.0.0.1"),
     ("hosts-not-mapping", BASE["cluster"] + "hosts:\n  - a\n", 3, "expected a mapping"),
+    ("env-unknown-key", BASE["cluster"] + BASE["hosts"] + "environment:\n  pyton: '3.11'\n",
+     7, "environment.pyton: unknown key"),
+    ("env-bad-specifier", BASE["cluster"] + BASE["hosts"] + "environment:\n  packages: ['numpy=>2']\n", 7,
+     "bad requirement 'numpy=>2'"),
+    ("env-python-float", BASE["cluster"] + BASE["hosts"] + "environment:\n  python: 3.10\n", 7,
+     "3.10 would read as 3.1"),
+    ("env-unknown-python", BASE["cluster"] + BASE["hosts"] + "environment:\n  python: '3.99'\n", 7,
+     "unknown Python version 3.99"),
+    ("env-packages-not-list", BASE["cluster"] + BASE["hosts"] + "environment:\n  packages: {numpy: 1}\n", 7,
+     "expected a list"),
+    ("env-bad-index-url", BASE["cluster"] + BASE["hosts"] + "environment:\n  index_url: pypi.org\n", 7,
+     "is not an index URL"),
     ("bad-cluster-name", "cluster:\n  name: 'my cluster'\n  scheduler: a\n" + BASE["hosts"], 2, "not a usable name"),
 ]
 
@@ -157,3 +170,22 @@ def test_cli_bad_inventory_exits_2_and_starts_nothing(tmp_path, command):
     assert p.stderr.strip().count("\n") == 0
     assert f"{inv}:3: hosts.a.nworkers: expected a whole number, got 'many'" in p.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_environment_section(tmp_path):
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# numbers\nnumpy>=2  # arrays\n\nsix==1.17.0\n")
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("hosts:\n  me: {connection: local}\nenvironment:\n  packages: requirements.txt\n")
+    env = load(inv_file).environment
+    assert env.packages == ("numpy>=2", "six==1.17.0")
+    assert env.python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert interpreter(load(inv_file), load(inv_file).hosts["me"]).endswith("/home/me/env/bin/python")
+
+
+def test_requirements_file_with_options_is_refused(tmp_path):
+    (tmp_path / "req.txt").write_text("six\n--index-url http://x\n")
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("hosts:\n  me: {connection: local}\nenvironment:\n  packages: req.txt\n")
+    with pytest.raises(InventoryError, match=r"req.txt:2: option lines \(--index-url\) are not supported"):
+        load(inv_file)

@@ -15,7 +15,7 @@ import webbrowser
 from pathlib import Path
 
 from . import __version__, deploy, dry_run, report
-from .errors import HomeclusterError, InventoryError
+from .errors import HomeclusterError, InventoryError, LockError
 from .inventory import Inventory, load
 from .spec import SCHEDULER, WORKER, build
 
@@ -60,7 +60,16 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
     print(report.workers_text(rep))
     if rep.ok:
         print("\nnothing changed: the cluster was already up" if not rep.changed else "\ncluster is up")
+        _warn_versions(inv)
     return 0 if rep.ok else 1
+
+
+def _warn_versions(inv: Inventory) -> None:
+    """The cheap part of doctor: the running processes' versions against this machine's (one rpc)."""
+    from .doctor import quick_check
+
+    for f in quick_check(inv):
+        print(f"warning: {f.where} has {f.what} {f.there}, this machine {f.client}. Fix: {f.fix}", file=sys.stderr)
 
 
 def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
@@ -70,6 +79,26 @@ def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
     results = deploy.down(inv)
     print(report.down_text(results, inv))
     return 0 if all(r.ok for r in results.values()) else 1
+
+
+def cmd_setup(inv: Inventory, args: argparse.Namespace) -> int:
+    from .provision import Setup  # uv and the lock machinery load only for this command
+
+    hosts = inv.select(args.hosts) if args.hosts else list(inv.hosts.values())
+    progress = Progress()
+    run = Setup(inv, progress)
+    results = run.run(hosts)
+    progress.done()
+    print(report.setup_text(results, inv, run.downloaded))
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def cmd_doctor(inv: Inventory, args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    rep = doctor(inv)
+    print(report.doctor_text(rep))
+    return 0 if rep.ok else 1
 
 
 def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
@@ -117,6 +146,11 @@ def parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", parents=[common], help="stop every process homecluster started")
     down.add_argument("--dry-run", action="store_true", help="print the scripts each host would run")
     down.set_defaults(func=cmd_down)
+    su = sub.add_parser("setup", parents=[common], help="the same managed Python environment on every host")
+    su.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: all)")
+    su.set_defaults(func=cmd_setup)
+    dr = sub.add_parser("doctor", parents=[common], help="find version mismatches, pickle and port problems")
+    dr.set_defaults(func=cmd_doctor)
     st = sub.add_parser("status", parents=[common], help="what runs where, per host and per worker")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
@@ -147,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(inv, args)
     except InventoryError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except LockError as e:
+        print(f"error: {e.inventory}: environment: {e}", file=sys.stderr)
         return 2
     except HomeclusterError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -61,7 +61,7 @@ def start_script(proc: ProcessSpec) -> str:
         'mkdir -p "$D" || exit 1',
         'cd "$D" || exit 1',
         f"command -v {shell_path(py)} >/dev/null 2>&1 || "
-        f"{{ echo {shlex.quote(f'no Python interpreter at {py} on this host; fix: set python: for it')} >&2; "
+        f"{{ echo {shlex.quote(f'no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it')} >&2; "
         "exit 127; }",
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
         f"echo {proc.fingerprint} > {role}.spec",

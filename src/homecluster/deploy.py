@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import commands
+from . import commands, lock
 from .commands import ProcessState
 from .errors import HostError
 from .group import Group, HostResult
@@ -165,7 +165,7 @@ def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict
 
 def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: None) -> ClusterReport:
     """Bring the cluster to the state the inventory describes, and wait for every worker to register."""
-    spec = build(inv)
+    spec = build(inv, lock.digest(inv))
     reports = _new_reports(inv, spec)
     # The scheduler's host goes first: the others wait for its decision, so it must never queue behind them.
     order = [spec.scheduler.host] + [n for n in inv.hosts if n != spec.scheduler.host]
@@ -198,7 +198,7 @@ def _settle(reports: dict[str, HostReport], seen: dict[str, WorkerInfo], running
 
 def status(inv: Inventory) -> ClusterReport:
     """What runs where: processes found on each host and the workers the scheduler knows."""
-    spec = build(inv)
+    spec = build(inv, lock.digest(inv))
     reports = _new_reports(inv, spec)
     with Group(inv.hosts.values()) as group:
         probes = group.each(inv.hosts, lambda runner, host: _probe(runner, host, inv))

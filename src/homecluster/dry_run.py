@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import commands
+from . import commands, lock
 from .inventory import Host, Inventory
 from .spec import SCHEDULER, WORKER, build, run_dir
 from .transport import WindowsUnsupported
@@ -26,7 +26,7 @@ def _section(host: Host, title: str, scripts: list[str]) -> str:
 
 def up_text(inv: Inventory) -> str:
     """The scripts `up` runs on a household where nothing is running yet: probe, then start."""
-    spec = build(inv)
+    spec = build(inv, lock.digest(inv))
     out = [f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "
            f"dashboard {spec.dashboard_url or 'off'}\n"]
     for host in inv.hosts.values():

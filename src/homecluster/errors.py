@@ -22,3 +22,9 @@ class InventoryError(HomeclusterError):
 
 class HostError(HomeclusterError):
     """A failure on one host (unreachable, refused host key, failed command)."""
+
+
+class LockError(HomeclusterError):
+    """The environment: section cannot be resolved (unknown package, no wheel, a conflict): bad input."""
+
+    inventory = "inventory.yaml"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,8 @@ from typing import Any, Callable
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
+from . import environment
+from .environment import Environment
 from .errors import InventoryError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -79,12 +80,6 @@ class Host:
     def is_local(self) -> bool:
         return self.connection == "local"
 
-    @property
-    def interpreter(self) -> str:
-        """The Python that runs dask on this host (this very interpreter for local hosts, by default)."""
-        if self.python:
-            return self.python
-        return sys.executable if self.is_local else "python3"
 
 
 @dataclass(frozen=True)
@@ -94,6 +89,7 @@ class Inventory:
     path: str
     cluster: ClusterSettings
     hosts: dict[str, Host]
+    environment: Environment | None = None
 
     @property
     def scheduler_host(self) -> Host:
@@ -248,7 +244,7 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "env": (_env, "extra environment variables for the dask processes"),
 }
 
-SECTIONS = ("cluster", "defaults", "hosts")
+SECTIONS = ("cluster", "defaults", "hosts", "environment")
 
 
 # --- YAML with line numbers -----------------------------------------------------------------------------
@@ -329,7 +325,8 @@ def parse(text: str, path: str = "inventory.yaml") -> Inventory:
                              HOST_KEYS, ("defaults",))
     hosts = _hosts(reader, data.get("hosts"), defaults)
     cluster = _cluster(reader, cluster_raw, hosts)
-    inv = Inventory(path, cluster, hosts)
+    env = environment.parse(data.get("environment"), reader.fail, Path(path).parent)
+    inv = Inventory(path, cluster, hosts, env)
     _check_conflicts(reader, inv)
     return inv
 

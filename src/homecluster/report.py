@@ -77,3 +77,32 @@ def down_text(results: dict[str, HostResult[list[str]]], inv: Inventory) -> str:
     out = [table(["HOST", "REACHED BY", "STOPPED (role pid)", "STATUS"], rows)]
     errors = [f"  {r.error}" for r in results.values() if not r.ok]
     return "\n".join(out + (["", "failures:"] + errors if errors else []))
+
+
+def setup_text(results: dict, inv: Inventory, downloaded: list[str]) -> str:
+    """Per host: which Python, which target, what setup did."""
+    rows = []
+    for name, r in results.items():
+        v = r.value
+        if r.ok:
+            what = v.action + (f" (sent {v.sent} wheels)" if v.sent else "") + (f": {v.detail}" if v.detail else "")
+            rows.append([name, how(inv.hosts[name]), v.python or "-", v.target or "-", what, "ok"])
+        else:
+            rows.append([name, how(inv.hosts[name]), "-", "-", "-", "FAILED"])
+    out = [table(["HOST", "REACHED BY", "PYTHON", "TARGET", "SETUP", "STATUS"], rows)]
+    out.append(f"downloaded {len(downloaded)} wheel(s) into the wheelhouse" if downloaded
+               else "wheelhouse: nothing to download")
+    errors = [f"  {r.error}" for r in results.values() if not r.ok]
+    return "\n".join(out + (["", "failures:"] + errors if errors else []))
+
+
+def doctor_text(rep) -> str:
+    """Mismatches first, then notes; the fix on every row."""
+    order = sorted(rep.findings, key=lambda f: f.verdict != "MISMATCH")
+    rows = [[f.where, f.what, f.client, f.there, f.verdict, f.fix] for f in order]
+    cluster = "running: scheduler and workers checked" if rep.cluster_running else "not running: hosts only"
+    head = f"checked this machine against {rep.hosts_checked} host(s); cluster {cluster}"
+    if not rows:
+        return head + "\nall versions agree; every host unpickles what this client sends; ports answer"
+    verdict = "something would break" if not rep.ok else "nothing would break"
+    return "\n".join([head, "", table(["WHERE", "CHECK", "CLIENT", "THERE", "VERDICT", "FIX"], rows), "", verdict])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 
 from .inventory import Host, Inventory
@@ -72,6 +73,33 @@ def run_dir(inv: Inventory, host: Host) -> str:
     return f"{host.run_directory.rstrip('/')}/{inv.cluster.name}/{host.name}"
 
 
+def env_dir(inv: Inventory, host: Host) -> str:
+    """Where `homecluster setup` puts a host's managed environment."""
+    return f"{run_dir(inv, host)}/env"
+
+
+def managed(inv: Inventory, host: Host) -> bool:
+    """Whether the host runs dask from the environment `homecluster setup` manages."""
+    return not host.python and inv.environment is not None
+
+
+def _env(inv: Inventory, host: Host, env_digest: str | None) -> tuple[tuple[str, str], ...]:
+    # The lock's digest in the environment makes the fingerprint change when setup changed the packages,
+    # so the next `up` restarts the processes that still run the old ones.
+    extra = {"HOMECLUSTER_ENV": env_digest} if env_digest and managed(inv, host) else {}
+    return tuple(sorted({**host.env, **extra}.items()))
+
+
+def interpreter(inv: Inventory, host: Host) -> str:
+    """The Python that runs dask on a host: its `python:` key; else the managed environment when the inventory
+    has an `environment:` section; else this very interpreter for a local host, or python3 over SSH."""
+    if host.python:
+        return host.python
+    if managed(inv, host):
+        return f"{env_dir(inv, host)}/bin/python"
+    return sys.executable if host.is_local else "python3"
+
+
 def worker_names(host: Host) -> tuple[str, ...]:
     """The names dask gives the worker processes of `dask worker --name HOST --nworkers N`."""
     if host.nworkers == 1:
@@ -79,21 +107,21 @@ def worker_names(host: Host) -> tuple[str, ...]:
     return tuple(f"{host.name}-{i}" for i in range(host.nworkers))
 
 
-def scheduler_process(inv: Inventory) -> ProcessSpec:
+def scheduler_process(inv: Inventory, env_digest: str | None = None) -> ProcessSpec:
     host, c = inv.scheduler_host, inv.cluster
-    argv = [host.interpreter, "-m", "distributed.cli.dask_scheduler",
+    argv = [interpreter(inv, host), "-m", "distributed.cli.dask_scheduler",
             "--host", host.address, "--port", str(c.scheduler_port)]
     if c.dashboard_port is None:
         argv.append("--no-dashboard")
     else:
         argv += ["--dashboard-address", f"{host.address}:{c.dashboard_port}"]
-    return ProcessSpec(host.name, SCHEDULER, tuple(argv), tuple(sorted(host.env.items())), run_dir(inv, host),
+    return ProcessSpec(host.name, SCHEDULER, tuple(argv), _env(inv, host, env_digest), run_dir(inv, host),
                        os=host.os)
 
 
-def worker_process(inv: Inventory, host: Host, scheduler_address: str) -> ProcessSpec:
+def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_digest: str | None = None) -> ProcessSpec:
     c, rdir = inv.cluster, run_dir(inv, host)
-    argv = [host.interpreter, "-m", "distributed.cli.dask_worker", scheduler_address,
+    argv = [interpreter(inv, host), "-m", "distributed.cli.dask_worker", scheduler_address,
             "--name", host.name, "--nworkers", str(host.nworkers)]
     if host.nthreads:
         argv += ["--nthreads", str(host.nthreads)]
@@ -107,16 +135,18 @@ def worker_process(inv: Inventory, host: Host, scheduler_address: str) -> Proces
         argv += ["--nanny-port", str(c.nanny_ports)]
     if host.resources:
         argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in host.resources.items())]
-    return ProcessSpec(host.name, WORKER, tuple(argv), tuple(sorted(host.env.items())), rdir,
+    return ProcessSpec(host.name, WORKER, tuple(argv), _env(inv, host, env_digest), rdir,
                        worker_names(host), os=host.os)
 
 
-def build(inv: Inventory) -> ClusterSpec:
-    """The cluster spec for an inventory: the scheduler first, then one `dask worker` per host with workers."""
+def build(inv: Inventory, env_digest: str | None = None) -> ClusterSpec:
+    """The cluster spec for an inventory: the scheduler first, then one `dask worker` per host with workers.
+
+    `env_digest` identifies the managed environments' lock (see lock.digest); None when there is none."""
     sched = inv.scheduler_host
     address = f"tcp://{sched.address}:{inv.cluster.scheduler_port}"
     dashboard = (f"http://{sched.address}:{inv.cluster.dashboard_port}/status"
                  if inv.cluster.dashboard_port is not None else None)
-    procs = [scheduler_process(inv)]
-    procs += [worker_process(inv, h, address) for h in inv.hosts.values() if h.nworkers > 0]
+    procs = [scheduler_process(inv, env_digest)]
+    procs += [worker_process(inv, h, address, env_digest) for h in inv.hosts.values() if h.nworkers > 0]
     return ClusterSpec(inv.cluster.name, address, dashboard, tuple(procs))

@@ -6,6 +6,7 @@ Every failure is turned into a `HostError` whose message says what happened on w
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ class LocalRunner:
         except subprocess.TimeoutExpired:
             raise HostError(f"{self.host.name}: command timed out after {timeout:g} s") from None
         return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file to a path on this machine (`~/` is the home directory)."""
+        shutil.copyfile(local, os.path.expanduser(remote))
 
     def close(self) -> None:
         pass
@@ -120,6 +125,15 @@ class SSHRunner:
             raise HostError(f"{self.host.name}: command failed over SSH: {e}") from None
         return CommandResult(r.exited, r.stdout, r.stderr)
 
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file to the host over SFTP (`~/` is the home directory, where SFTP starts)."""
+        self.open()
+        remote = remote[2:] if remote.startswith("~/") else remote
+        try:
+            self.conn.put(str(local), remote)
+        except Exception as e:  # noqa: BLE001 - a failed transfer is this host's failure
+            raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
+
     def close(self) -> None:
         self.conn.close()
 
@@ -134,6 +148,9 @@ class WindowsUnsupported:
         self.host = host
 
     def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        raise HostError(f"{self.host.name}: {self.REASON}")
+
+    def put(self, local: Path, remote: str) -> None:
         raise HostError(f"{self.host.name}: {self.REASON}")
 
     def close(self) -> None:

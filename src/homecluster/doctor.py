@@ -1,0 +1,223 @@
+"""`homecluster doctor`: would this household's cluster break on a version mismatch, a pickle or a port?
+
+Compares Python and the packages dask cares about (plus the environment's own packages) between this machine
+and: the running scheduler and workers (asked over dask's rpc), and every host's interpreter over SSH (so hosts
+not running yet are checked too). Checks that each host's Python can unpickle what this client sends, and that
+the scheduler and dashboard ports answer. The comparison is pure and tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shlex
+import socket
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from packaging.requirements import Requirement
+
+from .commands import shell_path
+from .group import Group
+from .inventory import Host, Inventory
+from .lock import normalize
+from .spec import build, interpreter
+
+# Must match between client and every process (distributed's own version check list).
+REQUIRED = ("python", "dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado")
+# Must match where present; missing on a host is a note (only tasks that import them fail there).
+OPTIONAL = ("numpy", "pandas", "lz4")
+ERROR, NOTE = "MISMATCH", "note"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement with this machine (the client), or one failed check."""
+
+    where: str
+    what: str
+    client: str
+    there: str
+    verdict: str
+    fix: str
+
+
+def python_minor(v: str | None) -> str | None:
+    return ".".join(v.split(".")[:2]) if v else v
+
+
+def compare(client: dict[str, str | None], there: dict[str, str | None], where: str, extra: tuple[str, ...],
+            fix: str) -> list[Finding]:
+    """Findings for one process or host against the client's versions. Pure."""
+    out = []
+    for pkg in REQUIRED + OPTIONAL + extra:
+        mine, theirs = client.get(pkg), there.get(pkg)
+        if pkg == "python":
+            if python_minor(mine) != python_minor(theirs):
+                out.append(Finding(where, pkg, mine or "-", theirs or "-", ERROR, fix))
+            elif mine != theirs:
+                out.append(Finding(where, pkg, mine or "-", theirs or "-", NOTE, "none needed (same minor)"))
+        elif mine != theirs and (mine is not None or pkg in extra):
+            optional_missing = theirs is None and pkg in OPTIONAL
+            out.append(Finding(where, pkg, mine or "-", theirs or "missing", NOTE if optional_missing else ERROR,
+                               f"add {pkg} to environment.packages, then {fix}" if optional_missing else fix))
+    return out
+
+
+_VERSIONS_PY = r"""
+import base64, json, pickle, platform, sys
+from importlib.metadata import version, PackageNotFoundError
+def v(n):
+    try:
+        return version(n)
+    except PackageNotFoundError:
+        return None
+out = {n: v(n) for n in sys.argv[2:]}
+out["python"] = platform.python_version()
+try:
+    f = pickle.loads(base64.b64decode(sys.argv[1]))
+    out["_unpickle"] = "ok" if f(41) == 42 else "wrong result"
+except Exception as e:
+    out["_unpickle"] = "%s: %s" % (type(e).__name__, e)
+print("hc-versions " + json.dumps(out))
+"""
+
+
+def pickled_probe() -> str:
+    """What the client sends: a function pickled with cloudpickle at dask's protocol, base64 for argv."""
+    import pickle
+
+    import cloudpickle
+    return base64.b64encode(cloudpickle.dumps(lambda x: x + 1, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+
+
+def versions_script(python: str, packages: list[str], payload: str) -> str:
+    return f"{shell_path(python)} -c {shlex.quote(_VERSIONS_PY)} {payload} {' '.join(map(shlex.quote, packages))}"
+
+
+def parse_versions(output: str) -> dict | None:
+    for line in output.splitlines():
+        if line.startswith("hc-versions "):
+            return json.loads(line[len("hc-versions "):])
+    return None
+
+
+def client_versions(packages: list[str]) -> dict[str, str | None]:
+    from distributed.versions import get_versions
+    got = get_versions(packages)["packages"]
+    got["python"] = got["python"].split(".final")[0]
+    return got
+
+
+def host_fix(inv: Inventory, host: Host) -> str:
+    if host.python or inv.environment is None:
+        return f"install the client's versions into {interpreter(inv, host)} on {host.name}"
+    return f"homecluster setup {host.name}, then homecluster up"
+
+
+def check_hosts(inv: Inventory, client: dict, extra: tuple[str, ...]) -> list[Finding]:
+    """Each host's interpreter over SSH: versions, and whether it unpickles what this client sends."""
+    packages = list(REQUIRED[1:] + OPTIONAL + extra)
+    payload = pickled_probe()
+
+    def probe(runner, host: Host) -> dict | None:
+        return parse_versions(runner.run(versions_script(interpreter(inv, host), packages, payload)).stdout)
+
+    findings = []
+    with Group(inv.hosts.values()) as group:
+        results = group.each(inv.hosts, probe)
+    for name, r in results.items():
+        where, host = f"host {name}", inv.hosts[name]
+        if not r.ok:
+            findings.append(Finding(where, "reachable", "-", "no", ERROR, r.error))
+        elif r.value is None:
+            findings.append(Finding(where, "python", client["python"], "cannot run", ERROR, host_fix(inv, host)))
+        else:
+            findings += compare(client, r.value, where, extra, host_fix(inv, host))
+            if r.value["_unpickle"] != "ok":
+                findings.append(Finding(where, "unpickle", "ok", r.value["_unpickle"], ERROR, host_fix(inv, host)))
+    return findings
+
+
+async def _cluster_versions(address: str, packages: list[str]) -> dict[str, dict]:
+    from distributed.core import rpc
+    async with rpc(address, timeout=5) as r:
+        sched = await asyncio.wait_for(r.versions(packages=packages), 10)
+        workers = await asyncio.wait_for(r.broadcast(msg={"op": "versions", "packages": packages}), 10)
+    out = {"scheduler": sched["packages"]}
+    out.update({f"worker {addr}": w["packages"] for addr, w in workers.items()})
+    for v in out.values():
+        v["python"] = (v.get("python") or "").split(".final")[0]
+    return out
+
+
+def check_cluster(inv: Inventory, client: dict, extra: tuple[str, ...], ports: bool = True
+                  ) -> tuple[bool, list[Finding]]:
+    """The running scheduler and workers (their versions are what is loaded, not what is on disk)."""
+    spec = build(inv)
+    u = urlparse(spec.scheduler_address.replace("tcp://", "http://"))
+    try:
+        socket.create_connection((u.hostname, u.port), timeout=1).close()
+        running = asyncio.run(_cluster_versions(spec.scheduler_address, list(extra)))
+    except Exception:  # noqa: BLE001 - not running (or not answering): only the host checks apply
+        return False, []
+    findings = []
+    for where, there in running.items():
+        findings += compare(client, there, where, extra, "homecluster up (restarts processes started before "
+                                                         "the last setup)")
+    return True, findings + (check_ports(spec.scheduler_address, spec.dashboard_url) if ports else [])
+
+
+def check_ports(scheduler_address: str, dashboard_url: str | None) -> list[Finding]:
+    """The scheduler port accepts TCP; the dashboard answers HTTP."""
+    out = []
+    u = urlparse(scheduler_address.replace("tcp://", "http://"))
+    try:
+        socket.create_connection((u.hostname, u.port), timeout=3).close()
+    except OSError as e:
+        out.append(Finding("scheduler", f"port {u.port}", "open", str(e), ERROR, "check the firewall"))
+    if dashboard_url:
+        try:
+            base = dashboard_url.rsplit("/", 1)[0]
+            with urllib.request.urlopen(f"{base}/health", timeout=3) as r:
+                r.read()
+        except OSError as e:
+            out.append(Finding("dashboard", dashboard_url, "answers", str(e), ERROR,
+                               "check the firewall and that bokeh is installed where the scheduler runs"))
+    return out
+
+
+def quick_check(inv: Inventory) -> list[Finding]:
+    """Only the running processes' versions (what `up` warns about): no SSH, no port checks."""
+    extra = _extra(inv)
+    running, findings = check_cluster(inv, client_versions(list(extra)), extra, ports=False)
+    return [f for f in findings if f.verdict == ERROR]
+
+
+def _extra(inv: Inventory) -> tuple[str, ...]:
+    """The environment's own packages, by normalized name."""
+    return tuple(normalize(Requirement(p).name) for p in (inv.environment.packages if inv.environment else ()))
+
+
+@dataclass
+class DoctorReport:
+    """Every finding, and what was checked."""
+
+    findings: list[Finding]
+    hosts_checked: int
+    cluster_running: bool
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.verdict == ERROR for f in self.findings)
+
+
+def doctor(inv: Inventory) -> DoctorReport:
+    """Run every check; a host's failure is a finding, never an exception."""
+    extra = _extra(inv)
+    client = client_versions(list(extra))
+    findings = check_hosts(inv, client, extra)
+    running, more = check_cluster(inv, client, extra)
+    return DoctorReport(findings + more, len(inv.hosts), running)

@@ -1,0 +1,149 @@
+"""Facts about a host that `setup` needs: a matching Python, its platform, free space, the managed environment.
+
+A shell script finds the interpreter and a few lines of Python print the facts as JSON; the parser and the
+platform arithmetic are pure, so they are tested on recorded output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from packaging.tags import mac_platforms
+
+from .commands import shell_path
+
+# Where a Python of the wanted version usually lives, in the order they are tried.
+CANDIDATES = ("python{v}", "/usr/bin/python{v}", "/usr/local/bin/python{v}", "/opt/homebrew/bin/python{v}",
+              "/Library/Frameworks/Python.framework/Versions/{v}/bin/python{v}", "$HOME/.pyenv/versions/{v}*/bin/python{v}",
+              "python3", "/usr/bin/python3")
+
+_FACTS_PY = r"""
+import json, os, platform, shutil, sys, sysconfig
+d = sys.argv[1]
+while not os.path.isdir(d):
+    d = os.path.dirname(d) or "/"
+env = sys.argv[2]
+def read(p):
+    try:
+        with open(p) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+print("hc-facts " + json.dumps({
+    "executable": sys.executable, "version": platform.python_version(), "system": platform.system(),
+    "machine": platform.machine(), "libc": list(platform.libc_ver()), "mac_ver": platform.mac_ver()[0],
+    "free_bytes": shutil.disk_usage(d).free, "env_python": os.path.exists(env + "/bin/python"),
+    "env_lock": read(env + "/homecluster-lock")}))
+"""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `setup` learned about one host."""
+
+    executable: str
+    version: str
+    system: str
+    machine: str
+    libc: tuple[str, str]
+    mac_ver: str
+    free_bytes: int
+    env_python: bool
+    env_lock: str
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+
+def facts_script(python: str, run_dir: str, env_dir: str) -> str:
+    """Find a Python `python` (major.minor) on the host and print its facts, or `hc-facts-none`."""
+    cands = " ".join('"$HOME"' + c[5:].format(v=python) if c.startswith("$HOME/")  # unquoted: a glob
+                     else shell_path(c.format(v=python)) for c in CANDIDATES)
+    check = f"import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '{python}' else 1)"
+    return "\n".join([
+        "found=",
+        f"for c in {cands}; do",
+        '  p=$(command -v "$c" 2>/dev/null) || continue',
+        f'  "$p" -c "{check}" 2>/dev/null && {{ found=$p; break; }}',
+        "done",
+        '[ -n "$found" ] || { echo hc-facts-none; exit 0; }',
+        f'"$found" -c {_sh_quote(_FACTS_PY)} {shell_path(run_dir)} {shell_path(env_dir)}',
+    ])
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def parse_facts(output: str) -> HostFacts | None:
+    """The facts from `facts_script` output; None when no matching Python was found."""
+    for line in output.splitlines():
+        if line.startswith("hc-facts "):
+            d = json.loads(line[len("hc-facts "):])
+            return HostFacts(d["executable"], d["version"], d["system"], d["machine"], tuple(d["libc"]),
+                             d["mac_ver"], int(d["free_bytes"]), bool(d["env_python"]), d["env_lock"])
+    return None
+
+
+def install_hint(python: str, os_name: str) -> str:
+    """How to install a given Python on a given OS: the fix in the 'no matching Python' error."""
+    if os_name == "macos":
+        return f"brew install python@{python} (or the installer from python.org)"
+    if os_name == "windows":
+        return f"winget install Python.Python.{python}"
+    return (f"sudo apt install python{python} python{python}-venv (Debian/Ubuntu), sudo dnf install "
+            f"python{python} (Fedora), or pyenv install {python}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A platform + Python the lock is resolved for and wheels are downloaded for, e.g. cp311 manylinux 2.36."""
+
+    python: str
+    system: str
+    machine: str
+    glibc: str = ""
+    mac: str = ""
+
+    @property
+    def key(self) -> str:
+        tag = f"manylinux_{self.glibc.replace('.', '_')}" if self.system == "Linux" else f"macosx_{self.mac}"
+        return f"cp{self.python.replace('.', '')}-{tag}_{self.machine}"
+
+    @property
+    def uv_platform(self) -> str:
+        """The --python-platform name uv resolves for."""
+        if self.system == "Linux":
+            return f"{self.machine}-manylinux_{self.glibc.replace('.', '_')}"
+        return f"{'aarch64' if self.machine == 'arm64' else self.machine}-apple-darwin"
+
+    def wheel_platforms(self) -> list[str]:
+        """Every platform tag a wheel for this target may carry (for pip download --platform)."""
+        if self.system == "Linux":
+            major, minor = (int(x) for x in self.glibc.split("."))
+            tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 4, -1)]
+            legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+            return tags + [f"{name}_{self.machine}" for m, name in legacy.items() if m <= minor]
+        major, minor = (int(x) for x in (self.mac.split(".") + ["0"])[:2])
+        return list(mac_platforms((major, minor), self.machine))
+
+
+class UnsupportedPlatform(ValueError):
+    """A host platform homecluster cannot provision yet."""
+
+
+def target_of(facts: HostFacts, python: str) -> Target:
+    """The lock target for a host, from its facts."""
+    if facts.system == "Linux":
+        lib, ver = facts.libc
+        if lib != "glibc" or not re.fullmatch(r"\d+\.\d+", ver):
+            raise UnsupportedPlatform(f"Linux without glibc ({lib or 'musl?'}) has no manylinux wheels")
+        return Target(python, "Linux", facts.machine, glibc=ver)
+    if facts.system == "Darwin":
+        mac = ".".join(facts.mac_ver.split(".")[:2]) if facts.mac_ver.split(".")[0] == "10" else \
+            facts.mac_ver.split(".")[0] + ".0"
+        return Target(python, "Darwin", facts.machine, mac=mac)
+    raise UnsupportedPlatform(f"{facts.system} hosts are not supported by setup yet")

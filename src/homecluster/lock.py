@@ -1,0 +1,164 @@
+"""The lock: every package of the managed environment pinned to an exact version, per host platform.
+
+Made on the laptop with uv (`uv pip compile`, ~1 s, and it resolves for another platform and Python with
+`--python-platform/--python-version` and wheels only). dask, distributed and bokeh are pinned to the versions
+this machine runs, and the packages that must match for pickling and the protocol (cloudpickle, msgpack, ...)
+are constrained to this machine's versions, so the client and every worker agree.
+
+The lock is kept beside the inventory (`inventory.lock`, JSON) and reused while its inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .environment import Environment
+from .errors import LockError
+from .facts import Target
+
+PINNED = ("dask", "distributed", "bokeh")
+# Checked by `doctor`; constrained to this machine's versions when the environment needs them at all.
+MATCHED = ("cloudpickle", "msgpack", "toolz", "tornado", "lz4", "numpy", "pandas")
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Locked:
+    """The exact requirements for one target, and their hash (recorded on each host that got them)."""
+
+    target: str
+    requirements: tuple[str, ...]
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:16]
+
+    def names(self) -> dict[str, str]:
+        """Normalized package name -> pinned version."""
+        out = {}
+        for line in self.requirements:
+            name, _, ver = line.partition("==")
+            out[normalize(name)] = ver.split(";")[0].strip()
+        return out
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalization."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def inputs(env: Environment) -> tuple[list[str], list[str]]:
+    """(requirements, constraints) for the resolver: the client's dask stack plus the user's packages."""
+    reqs = [f"{n}=={installed(n)}" for n in PINNED if installed(n)] + list(env.packages)
+    constraints = [f"{n}=={installed(n)}" for n in MATCHED if installed(n)]
+    return reqs, constraints
+
+
+def compile_command(env: Environment, target: Target, constraints_file: str) -> list[str]:
+    """The uv command that resolves the environment for one target (input on stdin)."""
+    cmd = ["uv", "pip", "compile", "-", "--python-version", target.python, "--python-platform",
+           target.uv_platform, "--only-binary", ":all:", "--no-header", "--no-annotate", "--quiet",
+           "--constraint", constraints_file]
+    if env.index_url:
+        cmd += ["--index-url", env.index_url]
+    for url in env.extra_index_urls:
+        cmd += ["--extra-index-url", url]
+    return cmd
+
+
+def explain_failure(stderr: str, target: Target) -> str:
+    """uv's resolver error as one line naming the package, plus the fix."""
+    stderr = " ".join(stderr.split())  # uv wraps its explanation to the terminal width
+    m = re.search(r"Because (\S+) was not found in the package registry", stderr)
+    if m:
+        return (f"package {m.group(1)!r} was not found in the package index. Fix: check its name "
+                "in environment.packages (and index_url)")
+    m = re.search(r"Because (\S+?)(==\S+)? has no usable wheels", stderr) or re.search(
+        r"Because (?:only )?(\S+?)[<>=!~].* has no wheels with a matching platform", stderr)
+    if m:
+        return (f"{m.group(1)} has no wheel for {target.key}: it would have to be built from source on the host, "
+                "which setup does not do. Fix: pin a version of it that publishes a wheel for that platform")
+    cause = stderr.split("cause:", 1)[-1].strip() if stderr else "uv failed"
+    return f"cannot resolve the environment for {target.key}: {cause}"
+
+
+def resolve(env: Environment, target: Target, uv: str) -> Locked:
+    """Run the resolver for one target."""
+    reqs, constraints = inputs(env)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as cf:
+        cf.write("\n".join(constraints) + "\n")
+        cf.flush()
+        cmd = [uv] + compile_command(env, target, cf.name)[1:]
+        p = subprocess.run(cmd, input="\n".join(reqs) + "\n", capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise LockError(explain_failure(p.stderr, target))
+
+    lines = tuple(ln.strip() for ln in p.stdout.splitlines() if ln.strip() and not ln.startswith("#"))
+    return Locked(target.key, lines)
+
+
+def inputs_hash(env: Environment, target: Target) -> str:
+    reqs, constraints = inputs(env)
+    blob = json.dumps([LOCK_FORMAT, reqs, constraints, env.index_url, list(env.extra_index_urls), target.key])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class LockFile:
+    """`inventory.lock` beside the inventory: one entry per target, reused while its inputs are unchanged."""
+
+    def __init__(self, inventory_path: str):
+        self.inventory, self.path = inventory_path, lock_path(inventory_path)
+        try:
+            self.data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        if self.data.get("format") != LOCK_FORMAT:
+            self.data = {"format": LOCK_FORMAT, "targets": {}}
+
+    def is_current(self, env: Environment, target: Target) -> bool:
+        """Whether the file holds a lock for this target made from these very inputs."""
+        entry = self.data["targets"].get(target.key)
+        return bool(entry) and entry.get("inputs") == inputs_hash(env, target)
+
+    def get(self, env: Environment, target: Target, uv: str) -> Locked:
+        """The lock for a target: from the file when its inputs are unchanged, else resolved and saved."""
+        if self.is_current(env, target):
+            return Locked(target.key, tuple(self.data["targets"][target.key]["requirements"]))
+        key = inputs_hash(env, target)
+        try:
+            locked = resolve(env, target, uv)
+        except LockError as e:
+            e.inventory = self.inventory
+            raise
+        self.data["targets"][target.key] = {"inputs": key, "requirements": list(locked.requirements)}
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        return locked
+
+
+def lock_path(inventory_path: str) -> Path:
+    """inventory.yaml -> inventory.lock"""
+    return Path(inventory_path).with_suffix(".lock")
+
+
+def digest(inv) -> str | None:
+    """A short hash of the inventory's lock file (None without an environment: section)."""
+    if inv.environment is None:
+        return None
+    try:
+        return hashlib.sha256(lock_path(inv.path).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unlocked"

@@ -1,0 +1,171 @@
+"""`homecluster setup`: the same managed Python environment on every host, from wheels downloaded once.
+
+Per host, in parallel: find a Python of the wanted version (facts), then, unless the host already records the
+lock's hash: send the wheels it lacks over SSH, put uv beside them, create the venv and `uv pip sync` it with
+no index (`--no-index --find-links`), and record the hash. Hosts need no internet access.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Callable
+
+from . import facts as hostfacts
+from .commands import shell_path
+from .errors import HomeclusterError, HostError
+from .facts import HostFacts, Target
+from .group import Group, HostResult
+from .inventory import Host, Inventory
+from .lock import LockFile, Locked, installed
+from .spec import env_dir, run_dir
+from .wheelhouse import Wheelhouse, WheelhouseError, with_tools
+
+Progress = Callable[[str], None]
+INSTALL_FACTOR = 3  # an installed package takes about three times its wheel's size
+
+
+@dataclass
+class SetupResult:
+    """What setup did on one host."""
+
+    action: str  # "up to date" | "installed" | "skipped"
+    python: str = ""
+    target: str = ""
+    sent: int = 0
+    detail: str = ""
+
+
+def uv_binary() -> str:
+    """The uv that ships with homecluster (the `uv` package)."""
+    from uv import find_uv_bin
+    return find_uv_bin()
+
+
+def uv_version() -> str:
+    return installed("uv") or "0"
+
+
+def space_problem(free_bytes: int, send_bytes: int, where: str) -> str | None:
+    """A one-line error when the host cannot hold the wheels plus what they install into; else None."""
+    need = send_bytes * (1 + INSTALL_FACTOR)
+    if free_bytes >= need:
+        return None
+    return (f"not enough space under {where}: needs about {need / 1e6:.0f} MB, {free_bytes / 1e6:.0f} MB free. "
+            "Fix: free some space, or set run_directory: to a larger disk for this host")
+
+
+def install_script(host_dir: str, env: str, target: Target, locked: Locked, executable: str,
+                   uv_wheel: str) -> str:
+    """Create/refresh the venv from the wheels already on the host; record the lock hash last."""
+    wheels, uv = f"{host_dir}/wheels", f"{host_dir}/uv/uv"
+    unpack = ("import os, sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); "
+              "n = next(x for x in z.namelist() if x.endswith('/scripts/uv')); "
+              "open(sys.argv[2], 'wb').write(z.read(n)); os.chmod(sys.argv[2], 0o755)")
+    check = f"import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '{target.python}' else 1)"
+    q = shell_path
+    return "\n".join([
+        "set -e",
+        f"export UV_CACHE_DIR={q(host_dir + '/uv-cache')} UV_LINK_MODE=copy UV_NO_PROGRESS=1",
+        f"mkdir -p {q(host_dir + '/uv')}",
+        f"{q(uv)} --version 2>/dev/null | grep -q ' {uv_version()}' || "
+        f"{shlex.quote(executable)} -c {shlex.quote(unpack)} {q(wheels + '/' + uv_wheel)} {q(uv)}",
+        f'{q(env + "/bin/python")} -c "{check}" 2>/dev/null || '
+        f"{{ rm -rf {q(env)}; {q(uv)} venv --quiet --python {shlex.quote(executable)} {q(env)}; }}",
+        f"cat > {q(env + '.requirements')} <<'HC_EOF'",
+        *locked.requirements,
+        "HC_EOF",
+        f"{q(uv)} pip sync --quiet --python {q(env + '/bin/python')} --no-index --find-links {q(wheels)} "
+        f"{q(env + '.requirements')}",
+        f"echo {locked.hash} > {q(env + '/homecluster-lock')}",
+    ])
+
+
+def remote_wheels_script(host_dir: str) -> str:
+    return f"mkdir -p {shell_path(host_dir + '/wheels')} && ls {shell_path(host_dir + '/wheels')}"
+
+
+class Setup:
+    """One `homecluster setup` run over some hosts of an inventory."""
+
+    def __init__(self, inv: Inventory, progress: Progress = lambda s: None):
+        if inv.environment is None:
+            raise HomeclusterError(f"{inv.path}: no environment: section, so no host has a managed environment. "
+                                   'Fix: add environment: {python: "3.11", packages: []} to the inventory')
+        self.inv, self.env, self.progress = inv, inv.environment, progress
+        self.lockfile = LockFile(inv.path)
+        self.locks: dict[str, Locked] = {}
+        self.houses: dict[str, Wheelhouse] = {}
+        self.downloaded: list[str] = []
+
+    def run(self, hosts: list[Host]) -> dict[str, HostResult[SetupResult]]:
+        """Set up the given hosts; a result per host, in the order given."""
+        out = {h.name: HostResult(h.name, SetupResult("skipped", detail=f"uses its own python: {h.python}"))
+               for h in hosts if h.python}
+        managed = [h for h in hosts if not h.python]
+        with Group(managed) as group:
+            self.progress(f"looking for Python {self.env.python} on {len(managed)} host(s)")
+            found = group.each([h.name for h in managed], self._facts)
+            out.update({n: r for n, r in found.items() if not r.ok})
+            targets = self._prepare({n: r.value for n, r in found.items() if r.ok}, out)
+            out.update(group.each(targets, lambda runner, host: self._host(
+                runner, host, found[host.name].value, targets[host.name])))
+        return {h.name: out[h.name] for h in hosts}
+
+    def _facts(self, runner, host: Host) -> HostFacts:
+        r = runner.run(hostfacts.facts_script(self.env.python, run_dir(self.inv, host), env_dir(self.inv, host)))
+        f = hostfacts.parse_facts(r.stdout)
+        if f is None:
+            raise HostError(f"{host.name}: no Python {self.env.python} found. Fix: "
+                            f"{hostfacts.install_hint(self.env.python, host.os)}, or set python: for this host")
+        return f
+
+    def _prepare(self, found: dict[str, HostFacts], out: dict[str, HostResult]) -> dict[str, Target]:
+        """Lock and fill the wheelhouse once per target, before any host is touched; return each host's target.
+
+        A platform without wheels fails its hosts (in `out`); a LockError (the environment itself cannot be
+        resolved) ends the whole run with nothing changed on any host."""
+        targets: dict[str, Target] = {}
+        for name, f in found.items():
+            try:
+                t = hostfacts.target_of(f, self.env.python)
+                self._ensure(t)
+                targets[name] = t
+            except (hostfacts.UnsupportedPlatform, WheelhouseError) as e:
+                out[name] = HostResult(name, error=f"{name}: {e}")
+        return targets
+
+    def _ensure(self, t: Target) -> None:
+        if t.key in self.locks:
+            return
+        if not self.lockfile.is_current(self.env, t):
+            self.progress(f"resolving the environment for {t.key}")
+        locked = self.lockfile.get(self.env, t, uv_binary())
+        house = Wheelhouse(t)
+        wanted = with_tools(locked, uv_version())
+        if house.missing(wanted):
+            self.progress(f"downloading {len(house.missing(wanted))} wheel(s) for {t.key}")
+        self.downloaded += house.fill(wanted, self.env)
+        self.locks[t.key], self.houses[t.key] = locked, house
+
+    def _host(self, runner, host: Host, f: HostFacts, t: Target) -> SetupResult:
+        locked, house = self.locks[t.key], self.houses[t.key]
+        base = SetupResult("up to date", python=f.version, target=t.key)
+        if f.env_python and f.env_lock == locked.hash:
+            return base
+        hdir, env = run_dir(self.inv, host), env_dir(self.inv, host)
+        files = house.files_for(with_tools(locked, uv_version()))
+        have = set(runner.run(remote_wheels_script(hdir)).stdout.split())
+        send = [p for p in files if p.name not in have]
+        problem = space_problem(f.free_bytes, sum(p.stat().st_size for p in send), hdir)
+        if problem:
+            raise HostError(f"{host.name}: {problem}")
+        self.progress(f"{host.name}: sending {len(send)} wheel(s)")
+        for p in send:
+            runner.put(p, f"{hdir}/wheels/{p.name}")
+        self.progress(f"{host.name}: installing {len(locked.requirements)} packages")
+        uv_wheel = next(p.name for p in files if p.name.startswith("uv-"))
+        r = runner.run(install_script(hdir, env, t, locked, f.executable, uv_wheel), timeout=900)
+        if not r.ok:
+            raise HostError(f"{host.name}: installing the environment failed (exit {r.exit_code}): {r.tail(3)}")
+        return SetupResult("installed", python=f.version, target=t.key, sent=len(send))
