@@ -49,10 +49,16 @@ def household_inventory(hh: Household, path: Path, name: str, scheduler: str = "
     return path
 
 
-def hc(*args: str, inv: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def hc(*args: str, inv: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real CLI as a user would."""
     return subprocess.run([sys.executable, "-m", "homecluster", *args, "-i", str(inv)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory) -> Path:
+    """One laptop wheelhouse for the whole test session (each wheel is downloaded once)."""
+    return tmp_path_factory.mktemp("cache")
 
 
 def dask_processes(hh) -> list[tuple[str, int, str]]:

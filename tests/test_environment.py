@@ -114,3 +114,11 @@ def test_unknown_package_is_a_lock_error_naming_it(tmp_path):
     with pytest.raises(LockError, match="package 'homecluster-no-such-package-zq' was not found"):
         lf.get(Environment("3.11", ("homecluster-no-such-package-zq",)), LINUX, provision.uv_binary())
     assert not lock.lock_path(str(inv)).exists()
+
+
+def test_environment_matches_lock_exactly():
+    locked = lock.Locked("t", ("dask==2026.8.0", "toolz==1.2.0", "PyYAML==6.0.3"))
+    assert lock.matches(locked, ("dask-2026.8.0", "toolz-1.2.0", "pyyaml-6.0.3"))
+    assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.0.0", "pyyaml-6.0.3"))  # drifted
+    assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.2.0", "pyyaml-6.0.3", "six-1.17.0"))  # extra
+    assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.2.0"))  # missing

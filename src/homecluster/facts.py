@@ -20,7 +20,7 @@ CANDIDATES = ("python{v}", "/usr/bin/python{v}", "/usr/local/bin/python{v}", "/o
               "python3", "/usr/bin/python3")
 
 _FACTS_PY = r"""
-import json, os, platform, shutil, sys, sysconfig
+import glob, json, os, platform, shutil, sys
 d = sys.argv[1]
 while not os.path.isdir(d):
     d = os.path.dirname(d) or "/"
@@ -35,7 +35,8 @@ print("hc-facts " + json.dumps({
     "executable": sys.executable, "version": platform.python_version(), "system": platform.system(),
     "machine": platform.machine(), "libc": list(platform.libc_ver()), "mac_ver": platform.mac_ver()[0],
     "free_bytes": shutil.disk_usage(d).free, "env_python": os.path.exists(env + "/bin/python"),
-    "env_lock": read(env + "/homecluster-lock")}))
+    "env_lock": read(env + "/homecluster-lock"),
+    "env_dists": sorted(os.path.basename(p)[:-10] for p in glob.glob(env + "/lib/python*/site-packages/*.dist-info"))}))
 """
 
 
@@ -52,6 +53,7 @@ class HostFacts:
     free_bytes: int
     env_python: bool
     env_lock: str
+    env_dists: tuple[str, ...] = ()
 
     @property
     def minor(self) -> str:
@@ -84,7 +86,8 @@ def parse_facts(output: str) -> HostFacts | None:
         if line.startswith("hc-facts "):
             d = json.loads(line[len("hc-facts "):])
             return HostFacts(d["executable"], d["version"], d["system"], d["machine"], tuple(d["libc"]),
-                             d["mac_ver"], int(d["free_bytes"]), bool(d["env_python"]), d["env_lock"])
+                             d["mac_ver"], int(d["free_bytes"]), bool(d["env_python"]), d["env_lock"],
+                             tuple(d.get("env_dists", ())))
     return None
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from .environment import Environment
 from .errors import LockError
 from .facts import Target
@@ -47,6 +49,22 @@ class Locked:
             name, _, ver = line.partition("==")
             out[normalize(name)] = ver.split(";")[0].strip()
         return out
+
+
+def matches(locked: Locked, dists: tuple[str, ...]) -> bool:
+    """Whether an environment's installed distributions ("name-version" from *.dist-info) are exactly the lock."""
+    have = {}
+    for d in dists:
+        name, _, ver = d.rpartition("-")
+        have[normalize(name)] = _version(ver)
+    return have == {n: _version(v) for n, v in locked.names().items()}
+
+
+def _version(v: str) -> str:
+    try:
+        return str(Version(v))
+    except InvalidVersion:
+        return v
 
 
 def normalize(name: str) -> str:

@@ -17,7 +17,7 @@ from .errors import HomeclusterError, HostError
 from .facts import HostFacts, Target
 from .group import Group, HostResult
 from .inventory import Host, Inventory
-from .lock import LockFile, Locked, installed
+from .lock import LockFile, Locked, installed, matches
 from .spec import env_dir, run_dir
 from .wheelhouse import Wheelhouse, WheelhouseError, with_tools
 
@@ -151,7 +151,7 @@ class Setup:
     def _host(self, runner, host: Host, f: HostFacts, t: Target) -> SetupResult:
         locked, house = self.locks[t.key], self.houses[t.key]
         base = SetupResult("up to date", python=f.version, target=t.key)
-        if f.env_python and f.env_lock == locked.hash:
+        if f.env_python and f.env_lock == locked.hash and matches(locked, f.env_dists):
             return base
         hdir, env = run_dir(self.inv, host), env_dir(self.inv, host)
         files = house.files_for(with_tools(locked, uv_version()))
