@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import yaml
@@ -89,9 +90,32 @@ def test_doctor_names_host_package_and_both_versions(household, tmp_path, cleanu
     row = next(line for line in p.stdout.splitlines() if line.startswith("host attic") and " toolz " in line)
     assert version("toolz") in row and "1.0.0" in row and "MISMATCH" in row and "homecluster setup attic" in row
     assert not any(line.startswith("host study") and "MISMATCH" in line for line in p.stdout.splitlines())
+    up = hc("up", inv=inv)  # up warns about what the started processes loaded
+    assert up.returncode == 0 and f"has toolz 1.0.0, this machine {version('toolz')}" in up.stderr
+
     fixed = hc("setup", "attic", inv=inv)  # the fix doctor names
     assert fixed.returncode == 0 and "installed" in fixed.stdout
+    still = hc("doctor", inv=inv)  # the files are fixed, but the running worker loaded the old toolz
+    assert still.returncode == 1 and "homecluster down, then homecluster up" in still.stdout
+    assert not any(line.startswith("host attic") and "MISMATCH" in line for line in still.stdout.splitlines())
+    assert hc("down", inv=inv).returncode == 0 and hc("up", inv=inv).returncode == 0
     assert hc("doctor", inv=inv).returncode == 0
+
+
+def test_missing_python_version_names_the_install_command(household, tmp_path, cleanup, wheel_cache,
+                                                          monkeypatch):
+    if list(Path("/").glob("root/.pyenv/versions/3.14*")) or Path("/usr/bin/python3.14").exists():
+        pytest.skip("this machine has a Python 3.14")
+    monkeypatch.setenv("HOMECLUSTER_CACHE", str(wheel_cache))
+    inv = managed_inventory(household, tmp_path, "nopy", [], 8816)
+    data = yaml.safe_load(inv.read_text())
+    data["environment"]["python"] = "3.14"
+    inv.write_text(yaml.safe_dump(data))
+    cleanup(inv)
+    p = hc("setup", inv=inv)
+    assert p.returncode == 1
+    for h in ("desktop", "study", "attic"):
+        assert f"{h}: no Python 3.14 found. Fix: sudo apt install python3.14 python3.14-venv" in p.stdout
 
 
 def test_unknown_package_is_refused_before_any_host_changes(household, tmp_path, cleanup, wheel_cache, monkeypatch):

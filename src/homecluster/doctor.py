@@ -165,8 +165,8 @@ def check_cluster(inv: Inventory, client: dict, extra: tuple[str, ...], ports: b
         return False, []
     findings = []
     for where, there in running.items():
-        findings += compare(client, there, where, extra, "homecluster up (restarts processes started before "
-                                                         "the last setup)")
+        findings += compare(client, there, where, extra, "homecluster down, then homecluster up (the running "
+                                                         "processes loaded the old packages)")
     return True, findings + (check_ports(spec.scheduler_address, spec.dashboard_url) if ports else [])
 
 
