@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import traceback
 import webbrowser
@@ -16,16 +17,10 @@ from pathlib import Path
 
 from . import __version__, deploy, dry_run, report
 from .errors import HomeclusterError, InventoryError, LockError
-from .inventory import Inventory, load
+from .inventory import Inventory, inventory_path, load
 from .spec import SCHEDULER, WORKER, build
 
-DEFAULT_INVENTORY = "inventory.yaml"
 CRASH_LOG = Path("~/.homecluster/crash.log")
-
-
-def inventory_path(arg: str | None) -> str:
-    """-i wins, then $HOMECLUSTER_INVENTORY, then ./inventory.yaml."""
-    return arg or os.environ.get("HOMECLUSTER_INVENTORY") or DEFAULT_INVENTORY
 
 
 class Progress:
@@ -101,6 +96,32 @@ def cmd_doctor(inv: Inventory, args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_install_pkg(inv: Inventory, args: argparse.Namespace) -> int:
+    from .install import install
+
+    progress = Progress()
+    results = install(inv, args.packages, restart=args.restart, progress=progress)
+    progress.done()
+    print(report.install_text(results))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+def cmd_upload(inv: Inventory, args: argparse.Namespace) -> int:
+    from .api import connect
+    from .upload import upload
+
+    with connect(inv) as client:
+        names = upload(client, args.paths, restart=args.restart)
+        n = len(client.scheduler_info()["workers"])
+    print(f"uploaded {', '.join(names)} to {n} worker(s); workers that join later get them too")
+    return 0
+
+
+def cmd_run(inv: Inventory, args: argparse.Namespace) -> int:
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": build(inv).scheduler_address}
+    return subprocess.run([sys.executable, args.script, *args.args], env=env).returncode
+
+
 def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
     rep = deploy.status(inv)
     if args.json:
@@ -151,6 +172,19 @@ def parser() -> argparse.ArgumentParser:
     su.set_defaults(func=cmd_setup)
     dr = sub.add_parser("doctor", parents=[common], help="find version mismatches, pickle and port problems")
     dr.set_defaults(func=cmd_doctor)
+    ip = sub.add_parser("install-pkg", parents=[common], help="install packages on every worker, offline")
+    ip.add_argument("packages", nargs="+", metavar="PKG", help="requirements such as numpy or 'pandas>=2,<3'")
+    ip.add_argument("--restart", action="store_true", help="restart the workers afterwards (for upgrades of "
+                                                           "modules they imported already)")
+    ip.set_defaults(func=cmd_install_pkg)
+    upl = sub.add_parser("upload", parents=[common], help="make local modules or packages importable on workers")
+    upl.add_argument("paths", nargs="+", metavar="PATH", help="a .py module, a package directory, a .zip/.egg")
+    upl.add_argument("--restart", action="store_true", help="restart the workers afterwards (for packages)")
+    upl.set_defaults(func=cmd_upload)
+    rn = sub.add_parser("run", parents=[common], help="run a local script with DASK_SCHEDULER_ADDRESS set")
+    rn.add_argument("script")
+    rn.add_argument("args", nargs=argparse.REMAINDER)
+    rn.set_defaults(func=cmd_run)
     st = sub.add_parser("status", parents=[common], help="what runs where, per host and per worker")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
@@ -183,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except LockError as e:
-        print(f"error: {e.inventory}: environment: {e}", file=sys.stderr)
+        print(f"error: {e.where}: {e}", file=sys.stderr)
         return 2
     except HomeclusterError as e:
         print(f"error: {e}", file=sys.stderr)

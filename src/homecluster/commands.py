@@ -54,7 +54,7 @@ def detach_prefix(proc: ProcessSpec) -> str:
 def start_script(proc: ProcessSpec) -> str:
     """Start one process detached, recording pid and fingerprint; fail early if the interpreter is missing."""
     py = proc.argv[0]
-    env = "".join(f"{k}={shlex.quote(v)} " for k, v in proc.env)
+    env = "".join(f"{k}={shell_path(v) if v.startswith('~/') else shlex.quote(v)} " for k, v in proc.env)
     role = proc.role
     return "\n".join([
         f"D={shell_path(proc.run_dir)}",

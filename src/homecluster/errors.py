@@ -27,4 +27,4 @@ class HostError(HomeclusterError):
 class LockError(HomeclusterError):
     """The environment: section cannot be resolved (unknown package, no wheel, a conflict): bad input."""
 
-    inventory = "inventory.yaml"
+    where = "environment"  # what the error is about: set by whoever knows (the inventory file, install-pkg)

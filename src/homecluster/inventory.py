@@ -7,6 +7,7 @@ file, the line, the key and the fix. Nothing here touches the network.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,6 +408,14 @@ def _check_addresses(reader: _Reader, inv: Inventory) -> None:
             raise reader.fail(("hosts", h.name, "address"), f"{h.address} (port {h.port}) is also the address "
                               f"of host {seen[key]}", "give each host its own address, or merge the two entries")
         seen[key] = h.name
+
+
+DEFAULT_INVENTORY = "inventory.yaml"
+
+
+def inventory_path(path: str | None = None) -> str:
+    """`path`, else $HOMECLUSTER_INVENTORY, else ./inventory.yaml (the lookup of the CLI and of connect())."""
+    return path or os.environ.get("HOMECLUSTER_INVENTORY") or DEFAULT_INVENTORY
 
 
 def load(path: str | Path) -> Inventory:

@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -103,8 +103,7 @@ def explain_failure(stderr: str, target: Target) -> str:
     stderr = " ".join(stderr.split())  # uv wraps its explanation to the terminal width
     m = re.search(r"Because (\S+) was not found in the package registry", stderr)
     if m:
-        return (f"package {m.group(1)!r} was not found in the package index. Fix: check its name "
-                "in environment.packages (and index_url)")
+        return f"package {m.group(1)!r} was not found in the package index. Fix: check its name (and index_url)"
     m = re.search(r"Because (\S+?)(==\S+)? has no usable wheels", stderr) or re.search(
         r"Because (?:only )?(\S+?)[<>=!~].* has no wheels with a matching platform", stderr)
     if m:
@@ -147,6 +146,29 @@ class LockFile:
         if self.data.get("format") != LOCK_FORMAT:
             self.data = {"format": LOCK_FORMAT, "targets": {}}
 
+    @property
+    def added(self) -> list[str]:
+        """Packages install-pkg added on top of the inventory's environment.packages."""
+        return list(self.data.get("added", []))
+
+    def effective(self, env: Environment) -> Environment:
+        """The inventory's environment plus what install-pkg added: what setup installs."""
+        extra = [p for p in self.added if p not in env.packages]
+        return replace(env, packages=tuple(env.packages) + tuple(extra))
+
+    def put(self, env: Environment, target: Target, locked: Locked) -> None:
+        """Record a lock resolved elsewhere (install-pkg) for these inputs."""
+        self.data["targets"][target.key] = {"inputs": inputs_hash(env, target),
+                                            "requirements": list(locked.requirements)}
+        self.save()
+
+    def add(self, requirements: list[str]) -> None:
+        self.data["added"] = self.added + [r for r in requirements if r not in self.added]
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
     def is_current(self, env: Environment, target: Target) -> bool:
         """Whether the file holds a lock for this target made from these very inputs."""
         entry = self.data["targets"].get(target.key)
@@ -156,14 +178,12 @@ class LockFile:
         """The lock for a target: from the file when its inputs are unchanged, else resolved and saved."""
         if self.is_current(env, target):
             return Locked(target.key, tuple(self.data["targets"][target.key]["requirements"]))
-        key = inputs_hash(env, target)
         try:
             locked = resolve(env, target, uv)
         except LockError as e:
-            e.inventory = self.inventory
+            e.where = f"{self.inventory}: environment"
             raise
-        self.data["targets"][target.key] = {"inputs": key, "requirements": list(locked.requirements)}
-        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        self.put(env, target, locked)
         return locked
 
 
@@ -173,10 +193,11 @@ def lock_path(inventory_path: str) -> Path:
 
 
 def digest(inv) -> str | None:
-    """A short hash of the inventory's lock file (None without an environment: section)."""
+    """Identifies what `setup` installs from the inventory (its environment: inputs and this machine's dask
+    stack); None without an environment: section. Packages added later by install-pkg are left out: the
+    running processes have those already, so they are no reason to restart them."""
     if inv.environment is None:
         return None
-    try:
-        return hashlib.sha256(lock_path(inv.path).read_bytes()).hexdigest()[:12]
-    except OSError:
-        return "unlocked"
+    reqs, constraints = inputs(inv.environment)
+    blob = json.dumps([reqs, constraints, inv.environment.index_url, list(inv.environment.extra_index_urls)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -92,8 +92,9 @@ class Setup:
         if inv.environment is None:
             raise HomeclusterError(f"{inv.path}: no environment: section, so no host has a managed environment. "
                                    'Fix: add environment: {python: "3.11", packages: []} to the inventory')
-        self.inv, self.env, self.progress = inv, inv.environment, progress
+        self.inv, self.progress = inv, progress
         self.lockfile = LockFile(inv.path)
+        self.env = self.lockfile.effective(inv.environment)
         self.locks: dict[str, Locked] = {}
         self.houses: dict[str, Wheelhouse] = {}
         self.downloaded: list[str] = []
@@ -111,6 +112,19 @@ class Setup:
             out.update(group.each(targets, lambda runner, host: self._host(
                 runner, host, found[host.name].value, targets[host.name])))
         return {h.name: out[h.name] for h in hosts}
+
+    def targets(self, hosts: list[Host]) -> tuple[dict[str, Target], dict[str, HostResult]]:
+        """Each host's lock target (from its facts, over SSH), and the hosts that failed."""
+        with Group(hosts) as group:
+            found = group.each([h.name for h in hosts], self._facts)
+        failed = {n: r for n, r in found.items() if not r.ok}
+        targets = {}
+        for n, r in found.items():
+            try:
+                targets[n] = hostfacts.target_of(r.value, self.env.python) if r.ok else None
+            except hostfacts.UnsupportedPlatform as e:
+                failed[n] = HostResult(n, error=f"{n}: {e}")
+        return {n: t for n, t in targets.items() if t and n not in failed}, failed
 
     def _facts(self, runner, host: Host) -> HostFacts:
         r = runner.run(hostfacts.facts_script(self.env.python, run_dir(self.inv, host), env_dir(self.inv, host)))

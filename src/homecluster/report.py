@@ -106,3 +106,14 @@ def doctor_text(rep) -> str:
         return head + "\nall versions agree; every host unpickles what this client sends; ports answer"
     verdict = "something would break" if not rep.ok else "nothing would break"
     return "\n".join([head, "", table(["WHERE", "CHECK", "CLIENT", "THERE", "VERDICT", "FIX"], rows), "", verdict])
+
+
+def install_text(results) -> str:
+    """One row per worker: the installed version of each requested package, or the error."""
+    if not results:
+        return "no workers are running. Fix: homecluster up"
+    rows = [[r.worker, r.host, " ".join(f"{n}={v or 'MISSING'}" for n, v in r.versions.items()),
+             "ok" if r.ok else "FAILED"] for r in results]
+    out = [table(["WORKER", "HOST", "INSTALLED", "STATUS"], rows)]
+    errors = sorted({r.error for r in results if r.error})
+    return "\n".join(out + (["", "failures:"] + [f"  {e}" for e in errors] if errors else []))

@@ -86,7 +86,8 @@ def managed(inv: Inventory, host: Host) -> bool:
 def _env(inv: Inventory, host: Host, env_digest: str | None) -> tuple[tuple[str, str], ...]:
     # The lock's digest in the environment makes the fingerprint change when setup changed the packages,
     # so the next `up` restarts the processes that still run the old ones.
-    extra = {"HOMECLUSTER_ENV": env_digest} if env_digest and managed(inv, host) else {}
+    extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": f"{run_dir(inv, host)}/uv/uv"} \
+        if env_digest and managed(inv, host) else {}
     return tuple(sorted({**host.env, **extra}.items()))
 
 

@@ -1,0 +1,44 @@
+"""The Python API for notebooks and scripts: connect to the cluster an inventory describes, install packages,
+upload code, and run scikit-learn/joblib on it.
+
+    from homecluster import connect
+    client = connect()                      # ./inventory.yaml, or $HOMECLUSTER_INVENTORY
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from distributed import Client
+
+from .inventory import Inventory, inventory_path, load
+from .spec import build
+
+
+def load_inventory(inventory: str | Inventory | None = None) -> Inventory:
+    return inventory if isinstance(inventory, Inventory) else load(inventory_path(inventory))
+
+
+def scheduler_address(inventory: str | Inventory | None = None) -> str:
+    """The address of the scheduler the inventory describes, e.g. tcp://192.168.1.10:8786."""
+    return build(load_inventory(inventory)).scheduler_address
+
+
+def connect(inventory: str | Inventory | None = None, timeout: float = 10, **client_kwargs) -> Client:
+    """A dask Client connected to the inventory's running cluster (start it with `homecluster up`)."""
+    return Client(scheduler_address(inventory), timeout=timeout, **client_kwargs)
+
+
+@contextmanager
+def joblib_on_cluster(inventory: str | Inventory | None = None, scatter: list | None = None, **backend_kwargs):
+    """Run joblib (and scikit-learn's n_jobs=-1) on the cluster inside the block; yields the Client.
+
+        with joblib_on_cluster(scatter=[reference]) as client:
+            Parallel(n_jobs=-1, batch_size=16, pre_dispatch="3*n_jobs")(delayed(f)(x, reference) for x in xs)
+
+    `scatter` objects are sent to every worker once, not once per task.
+    """
+    import joblib
+
+    with connect(inventory) as client, joblib.parallel_backend("dask", scatter=scatter, **backend_kwargs):
+        yield client
