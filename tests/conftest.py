@@ -27,7 +27,10 @@ def household(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run the household tests: see tests/run)")
         pytest.skip(message)
-    with Household(workdir=tmp_path_factory.mktemp("household")) as hh:
+    # Two test runs at once (two developers' terminals) need distinct namespaces and subnets.
+    prefix = os.environ.get("HC_TEST_PREFIX", "hc")
+    subnet = os.environ.get("HC_TEST_SUBNET", "10.213.57")
+    with Household(workdir=tmp_path_factory.mktemp("household"), prefix=prefix, subnet=subnet) as hh:
         yield hh
 
 

@@ -55,9 +55,9 @@ def test_dashboard_url_serves_bokeh_status_page(household, tmp_path, cleanup):
     up = hc("up", inv=inv)
     assert up.returncode == 0, up.stdout + up.stderr
     url = re.search(r"^dashboard: (\S+)$", up.stdout, re.M).group(1)
-    assert url == "http://10.213.57.11:8781/status"
+    assert url == f"http://{household.host('desktop').address}:8781/status"
     stop = threading.Event()
-    with Client("tcp://10.213.57.11:8780", timeout=10) as client:
+    with Client(f"tcp://{household.host('desktop').address}:8780", timeout=10) as client:
         worker = threading.Thread(target=busy, args=(client, stop), daemon=True)
         worker.start()
         try:

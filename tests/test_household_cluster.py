@@ -23,9 +23,9 @@ def test_up_runs_on_three_hosts_idempotently_and_down_cleans_up(household, tmp_p
     cleanup(inv)
     first = hc("up", inv=inv)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "http://10.213.57.11:8787/status" in first.stdout
+    assert f"http://{household.host('desktop').address}:8787/status" in first.stdout
 
-    with Client("tcp://10.213.57.11:8786", timeout=10) as client:
+    with Client(f"tcp://{household.host('desktop').address}:8786", timeout=10) as client:
         assert len(client.scheduler_info()["workers"]) == 3
         hostnames = client.run(socket.gethostname)
         assert sorted(hostnames.values()) == ["attic", "attic", "study"]
@@ -65,7 +65,7 @@ def test_status_json_and_logs(household, tmp_path, cleanup):
     workers = sorted(data["workers"], key=lambda w: w["name"])
     assert [(w["name"], w["host"], w["nthreads"], w["memory_limit"]) for w in workers] == [
         ("study-0", "study", 1, 10**9), ("study-1", "study", 1, 10**9)]
-    assert all(w["address"].startswith("tcp://10.213.57.12:") for w in workers)
+    assert all(w["address"].startswith(f"tcp://{household.host('study').address}:") for w in workers)
     text = hc("status", inv=inv).stdout
     assert "study-0" in text and "scheduler running" in text
     assert "Starting Worker" in hc("logs", "study", inv=inv).stdout
@@ -82,9 +82,9 @@ def test_a_host_with_sshd_stopped_fails_alone(household, tmp_path, cleanup):
     finally:
         household.start_sshd("attic")
     assert p.returncode == 1
-    assert "attic: cannot reach 10.213.57.13:22: connection refused" in p.stdout
+    assert f"attic: cannot reach {household.host('attic').address}:22: connection refused" in p.stdout
     assert [h["ok"] for h in status(inv)["hosts"] if h["name"] == "study"] == [True]
-    with Client("tcp://10.213.57.11:8792", timeout=10) as client:
+    with Client(f"tcp://{household.host('desktop').address}:8792", timeout=10) as client:
         assert set(client.run(socket.gethostname).values()) == {"study"}
 
 

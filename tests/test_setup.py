@@ -49,7 +49,7 @@ def test_setup_up_doctor_on_hosts_without_internet(household, tmp_path, cleanup,
     assert "nothing to download" in again.stdout
 
     assert hc("up", inv=inv).returncode == 0
-    with Client("tcp://10.213.57.11:8810", timeout=10) as client:
+    with Client(f"tcp://{household.host('desktop').address}:8810", timeout=10) as client:
         versions = client.get_versions()
         for w in versions["workers"].values():
             assert w["packages"]["dask"] == version("dask")
@@ -67,7 +67,7 @@ def test_setup_up_doctor_on_hosts_without_internet(household, tmp_path, cleanup,
     assert downloads(wheel_cache, "six") == 1
     up = hc("up", inv=added)
     assert up.returncode == 0 and "restart worker" in up.stdout  # the environment changed under them
-    with Client("tcp://10.213.57.11:8810", timeout=10) as client:
+    with Client(f"tcp://{household.host('desktop').address}:8810", timeout=10) as client:
         assert set(client.run(lambda: __import__("six").__version__).values()) == {"1.17.0"}
 
 
