@@ -54,8 +54,9 @@ def household_inventory(hh: Household, path: Path, name: str, scheduler: str = "
 
 def hc(*args: str, inv: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real CLI as a user would."""
-    return subprocess.run([sys.executable, "-m", "homecluster", *args, "-i", str(inv)], capture_output=True,
-                          text=True, timeout=timeout)
+    command, *rest = args  # -i right after the command: `run SCRIPT ARGS...` keeps every later word for the script
+    return subprocess.run([sys.executable, "-m", "homecluster", command, "-i", str(inv), *rest],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
