@@ -122,3 +122,14 @@ def test_environment_matches_lock_exactly():
     assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.0.0", "pyyaml-6.0.3"))  # drifted
     assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.2.0", "pyyaml-6.0.3", "six-1.17.0"))  # extra
     assert not lock.matches(locked, ("dask-2026.8.0", "toolz-1.2.0"))  # missing
+
+
+def test_install_pkg_of_another_version_replaces_the_added_entry(tmp_path):
+    lf = lock.LockFile(str(tmp_path / "inventory.yaml"))
+    lf.add(["six==1.16.0", "ujson"])
+    lf.add(["Six==1.17.0"])
+    assert lf.added == ["ujson", "Six==1.17.0"]
+    env = Environment("3.11", ("numpy",))
+    assert lf.effective(env).packages == ("numpy", "ujson", "Six==1.17.0")
+    assert lf.effective(env, replacing=("six==1.16.0",)).packages == ("numpy", "ujson", "six==1.16.0")
+    assert lock.LockFile(str(tmp_path / "inventory.yaml")).added == ["ujson", "Six==1.17.0"]  # saved

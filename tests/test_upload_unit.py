@@ -45,7 +45,7 @@ def test_prepare_refuses_what_cannot_be_imported(tmp_path):
 
 def test_bad_requirement_on_the_command_line_is_named():
     with pytest.raises(InventoryError, match="bad requirement 'numpy=>2'"):
-        parse_requirements(None, ["six", "numpy=>2"])
+        parse_requirements(["six", "numpy=>2"])
 
 
 def test_install_report_shows_each_worker():

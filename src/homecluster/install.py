@@ -19,7 +19,7 @@ from .api import connect
 from .environment import _requirement
 from .errors import HomeclusterError, InventoryError, LockError
 from .inventory import Inventory
-from .lock import LockFile, normalize, resolve
+from .lock import LockFile, normalize, requirement_name, resolve
 from .provision import Setup, uv_binary
 from .spec import build
 from .wheelhouse import Wheelhouse
@@ -41,7 +41,7 @@ class WorkerInstall:
         return self.error is None and all(self.versions.values())
 
 
-def parse_requirements(inv: Inventory, packages: list[str]) -> list[str]:
+def parse_requirements(packages: list[str]) -> list[str]:
     """Validate the command line's requirements; a bad one is a usage error naming it."""
     def fail(keypath, problem, fix):
         return InventoryError("install-pkg", None, "", problem, fix)
@@ -57,8 +57,7 @@ def plan(inv: Inventory, packages: list[str], progress: Progress) -> tuple[dict,
     if failed:
         raise HomeclusterError("; ".join(r.error for r in failed.values()))
     env = setup.lockfile.effective(inv.environment)
-    wanted = type(env)(env.python, tuple(env.packages) + tuple(p for p in packages if p not in env.packages),
-                       env.index_url, env.extra_index_urls)
+    wanted = setup.lockfile.effective(inv.environment, replacing=tuple(packages))
     locks, new, wheels = {}, [], {}
     names = _names(packages)
     for t in {t.key: t for t in targets.values()}.values():
@@ -84,7 +83,7 @@ def install(inv: Inventory, packages: list[str], restart: bool = False,
     if inv.environment is None:
         raise HomeclusterError(f"{inv.path}: install-pkg needs an environment: section (managed environments). "
                                'Fix: add environment: {python: "3.11"}, then homecluster setup')
-    packages = parse_requirements(inv, packages)
+    packages = parse_requirements(packages)
     locks, requirements, wheels = plan(inv, packages, progress)
     cloudpickle.register_pickle_by_value(worker_plugins)  # homecluster is not installed on the workers
     name = "homecluster-install-" + hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:10]
@@ -108,8 +107,7 @@ def _remember(inv: Inventory, packages: list[str], locks: dict) -> None:
 
 
 def _names(packages: list[str]) -> set[str]:
-    from packaging.requirements import Requirement
-    return {normalize(Requirement(p).name) for p in packages}
+    return {requirement_name(p) for p in packages}
 
 
 def _register(client, plugin) -> str | None:

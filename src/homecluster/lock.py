@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
 from .environment import Environment
@@ -65,6 +66,11 @@ def _version(v: str) -> str:
         return str(Version(v))
     except InvalidVersion:
         return v
+
+
+def requirement_name(requirement: str) -> str:
+    """The normalized package name of a requirement line."""
+    return normalize(Requirement(requirement).name)
 
 
 def normalize(name: str) -> str:
@@ -151,9 +157,12 @@ class LockFile:
         """Packages install-pkg added on top of the inventory's environment.packages."""
         return list(self.data.get("added", []))
 
-    def effective(self, env: Environment) -> Environment:
-        """The inventory's environment plus what install-pkg added: what setup installs."""
-        extra = [p for p in self.added if p not in env.packages]
+    def effective(self, env: Environment, replacing: tuple[str, ...] = ()) -> Environment:
+        """The inventory's environment plus what install-pkg added (what setup installs), with the added
+        entries of the same packages as `replacing` swapped for those (another version asked for later)."""
+        names = {requirement_name(r) for r in replacing}
+        extra = [p for p in self.added if p not in env.packages and requirement_name(p) not in names]
+        extra += [p for p in replacing if p not in env.packages and p not in extra]
         return replace(env, packages=tuple(env.packages) + tuple(extra))
 
     def put(self, env: Environment, target: Target, locked: Locked) -> None:
@@ -163,7 +172,9 @@ class LockFile:
         self.save()
 
     def add(self, requirements: list[str]) -> None:
-        self.data["added"] = self.added + [r for r in requirements if r not in self.added]
+        """Remember packages install-pkg installed; a later version of the same package replaces the entry."""
+        names = {requirement_name(r) for r in requirements}
+        self.data["added"] = [r for r in self.added if requirement_name(r) not in names] + list(requirements)
         self.save()
 
     def save(self) -> None:
