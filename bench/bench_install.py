@@ -40,28 +40,21 @@ index; exits 0 with a message when the household cannot be built here.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import re
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from household import Household, can_build  # noqa: E402
+from common import (CLIENT_MINOR, BenchError, Household, build_household, cli_start_baseline, diff, fmt, fmt_stat,
+                    fresh_laptop, goal, kind_seconds, line_time, managed_inventory, note_error, output_of, parse_args,
+                    print_errors, print_events, print_machine_loads, print_round_one, print_seconds_table, rm,
+                    run_checked, run_cli, run_config, skipped, stats, timeline, write_json)
 
 PREFIX, SUBNET = "hq", "10.213.65"
 NAMES = ("desktop", "study", "attic")  # Household's default names
-CLIENT_MINOR = f"{sys.version_info.major}.{sys.version_info.minor}"
 CLI_TIMEOUT = 900.0  # seconds for one homecluster command (the first setup downloads every wheel)
 RATIO_GOAL = 1.3  # install-pkg, all worker hosts / 1 worker host
 
@@ -106,28 +99,14 @@ print(json.dumps(out))
 """
 
 
-class BenchError(RuntimeError):
-    """A run failed or did not do what it should; the message says how."""
-
-
 # --- the inventories --------------------------------------------------------------------------------------
 
 def write_inventory(hh: Household, kind: str, cwd: Path, runs: Path) -> Path:
     """The managed-environment inventory of cluster A or B (see tests/test_setup.py), in its own directory."""
-    import yaml
-    from conftest import household_inventory
-
     name, ports, workers = CLUSTERS[kind]
     d = cwd / name
     d.mkdir(parents=True, exist_ok=True)
-    inv = household_inventory(hh, d / "inventory.yaml", name, workers=workers,
-                              cluster_extra={"scheduler_port": ports[0], "dashboard_port": ports[1]})
-    data = yaml.safe_load(inv.read_text())
-    del data["defaults"]["python"]
-    data["defaults"]["run_directory"] = str(runs / name)
-    data["environment"] = {"python": CLIENT_MINOR, "packages": []}
-    inv.write_text(yaml.safe_dump(data, sort_keys=False))
-    return inv
+    return managed_inventory(hh, d / "inventory.yaml", name, workers, ports, runs / name)
 
 
 def worker_hosts(kind: str) -> list[str]:
@@ -161,53 +140,6 @@ def downloads_logged(cache: Path) -> int:
 
 # --- running the CLI --------------------------------------------------------------------------------------
 
-def run_cli(args: list[str], cwd: Path, env: dict, timeout: float = CLI_TIMEOUT) -> dict:
-    """Run `python -m homecluster ARGS` in a fresh interpreter; exit code (None: timed out), seconds, output.
-
-    stderr is read line by line as it arrives, each line with its wall-clock offset from the start (the progress
-    lines). The time ends when the process exits, not when its pipes close."""
-    counters = machine_counters()
-    t_wall = time.time()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "homecluster", *args], cwd=cwd, env=env, text=True, bufsize=1,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out: list[str] = []
-    lines: list[tuple[float, str]] = []
-
-    def read_out() -> None:
-        out.append(proc.stdout.read())
-
-    def read_err() -> None:
-        for line in proc.stderr:
-            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
-
-    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
-    for t in readers:
-        t.start()
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = None
-    elapsed = time.perf_counter() - t0
-    load = machine_load(counters, machine_counters(), elapsed)
-    for t in readers:
-        t.join(5)
-    return {"rc": rc, "seconds": elapsed, "t_wall": t_wall, "load": load, "stdout": "".join(out),
-            "stderr_lines": lines, "stderr": "\n".join(text for _, text in lines)}
-
-
-def checked(args: list[str], inv: Path, cwd: Path, env: dict) -> dict:
-    """`homecluster ARGS -i INV`, which must exit 0."""
-    res = run_cli([*args, "-i", str(inv)], cwd, env)
-    if res["rc"] != 0:
-        code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
-        raise BenchError(f"`homecluster {' '.join(args)} -i {inv}` failed ({code}) after {res['seconds']:.2f} s\n"
-                         f"stdout:\n{res['stdout']}\nstderr:\n{res['stderr']}")
-    return res
-
-
 def install_rows(stdout: str) -> list[dict]:
     """Rows of the install-pkg table: [{"worker", "host", "installed", "status"}]."""
     lines = stdout.splitlines()
@@ -239,20 +171,15 @@ def checked_install(kind: str, requirement: str, inv: Path, runs: Path, cwd: Pat
         raise BenchError(f"{requirement} is in the environment before install-pkg ({kind}): {already}; "
                          "pick another package in PACKAGES")
     logged = downloads_logged(cache)
-    args = ["install-pkg", requirement]
-    res = run_cli([*args, "-i", str(inv)], cwd, env)
+    res = run_checked(["install-pkg", requirement, "-i", str(inv)], cwd, timeout=CLI_TIMEOUT, env=env)
     cmd = f"`homecluster install-pkg {requirement} -i {inv}`"
-    if res["rc"] != 0:
-        code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
-        raise BenchError(f"{cmd} failed ({code}) after {res['seconds']:.2f} s\nstdout:\n{res['stdout']}\n"
-                         f"stderr:\n{res['stderr']}")
     rows = install_rows(res["stdout"])
     per_host = {h: [r for r in rows if r["host"] == h] for h in hosts}
     good = (len(rows) == len(hosts) and all(len(rs) == 1 for rs in per_host.values())
             and all(r["status"] == "ok" and r["installed"].endswith(f"={ver}") for r in rows))
     if not good:
-        raise BenchError(f"{cmd}: expected one ok row with {name}={ver} per worker on {hosts}, got {rows} after "
-                         f"{res['seconds']:.2f} s\nstdout:\n{res['stdout']}\nstderr:\n{res['stderr']}")
+        raise BenchError(f"{cmd}: expected one ok row with {name}={ver} per worker on {hosts}, got {rows} "
+                         f"{output_of(res)}")
     after = {h: dist_infos(s, requirement) for h, s in sites.items()}
     wrong = {h: [p.name for p in ps] for h, ps in after.items() if len(ps) != 1 or not ps[0].name.endswith(
         f"-{ver}.dist-info")}
@@ -266,14 +193,6 @@ def checked_install(kind: str, requirement: str, inv: Path, runs: Path, cwd: Pat
 
 # --- where the time goes ----------------------------------------------------------------------------------
 
-def _line_time(lines: list[tuple[float, str]], startswith: str) -> float | None:
-    return next((t for t, text in lines if text.startswith(startswith)), None)
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def breakdown(res: dict) -> dict:
     """A run's timeline (events sorted by time) and its phases in seconds.
 
@@ -283,49 +202,22 @@ def breakdown(res: dict) -> dict:
     installs; until the last host's .dist-info is written), tail (last host done until exit: the versions asked
     from every worker, the lock updated, the table printed)."""
     lines = res["stderr_lines"]
-    events = [(0.0, "start")] + [(t, f"stderr: {text}") for t, text in lines]
-    events += [(t, f"{h}: .dist-info written (file mtime)") for h, t in res["done"].items()]
-    events.append((res["seconds"], "exit"))
-    events.sort(key=lambda e: e[0])
-    t_res, t_inst = _line_time(lines, "resolving"), _line_time(lines, "installing")
+    events = [(t, f"{h}: .dist-info written (file mtime)") for h, t in res["done"].items()]
+    t_res, t_inst = line_time(lines, "resolving"), line_time(lines, "installing")
     last = max(res["done"].values()) if res["done"] else None
-    phases = {"start+facts": t_res, "resolve+connect": _diff(t_inst, t_res), "install": _diff(last, t_inst),
-              "tail": _diff(res["seconds"], last),
-              "hosts": {h: _diff(t, t_inst) for h, t in res["done"].items()}}
-    return {"events": [{"t": round(t, 3), "what": w} for t, w in events], "phases": phases}
-
-
-def machine_counters() -> tuple[dict[str, int], int]:
-    """This machine's CPU jiffies (busy, iowait, total; all cores) and file pages written (dirtied) so far.
-
-    Every simulated host shares this machine's cores and disk, so these say whether a run was CPU- or write-bound.
-    Dirtied pages count what was written whether or not writeback reached the disk during the run."""
-    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle, iowait, total = cpu[3], cpu[4], sum(cpu[:8])
-    vm = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
-    return {"busy": total - idle - iowait, "iowait": iowait, "total": total}, int(vm.get("nr_dirtied", 0))
-
-
-def machine_load(before: tuple[dict[str, int], int], after: tuple[dict[str, int], int], seconds: float) -> dict:
-    """Average cores busy and in iowait over a run, and MB of file data written (this whole machine)."""
-    hz = os.sysconf("SC_CLK_TCK")
-    (c0, p0), (c1, p1) = before, after
-    return {"cores_busy": (c1["busy"] - c0["busy"]) / hz / seconds,
-            "cores_iowait": (c1["iowait"] - c0["iowait"]) / hz / seconds,
-            "mb_written": (p1 - p0) * os.sysconf("SC_PAGE_SIZE") / 1e6}
+    phases = {"start+facts": t_res, "resolve+connect": diff(t_inst, t_res), "install": diff(last, t_inst),
+              "tail": diff(res["seconds"], last),
+              "hosts": {h: diff(t, t_inst) for h, t in res["done"].items()}}
+    return {"events": timeline(res, events), "phases": phases}
 
 
 # --- preparation ------------------------------------------------------------------------------------------
 
-def rm(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def prepare(kind: str, inv: Path, cwd: Path, env: dict, cache: Path) -> dict:
     """`homecluster setup` then `homecluster up` of one cluster (untimed for the comparison)."""
     logged = downloads_logged(cache)
-    s = checked(["setup"], inv, cwd, env)
-    u = checked(["up"], inv, cwd, env)
+    s = run_checked(["setup", "-i", str(inv)], cwd, timeout=CLI_TIMEOUT, env=env)
+    u = run_checked(["up", "-i", str(inv)], cwd, timeout=CLI_TIMEOUT, env=env)
     downloaded = next((ln for ln in s["stdout"].splitlines() if ln.startswith("downloaded ")), "")
     return {"setup_seconds": s["seconds"], "up_seconds": u["seconds"],
             "wheels_downloaded": downloads_logged(cache) - logged, "downloaded": downloaded,
@@ -363,58 +255,25 @@ def one_round(i: int, requirement: str, invs: dict[str, Path], runs: Path, cwd: 
 
 # --- figures and the report -------------------------------------------------------------------------------
 
-def baseline(argv: list[str], env: dict, n: int = 3) -> float:
-    """Median wall time of a short local command (start-up costs that are part of the figures)."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        subprocess.run(argv, capture_output=True, check=True, env=env)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _stats(values: list[float | None]) -> dict | None:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
 def summarize(rounds: list[dict]) -> dict:
-    kinds = {k: _stats([r[k]["seconds"] for r in rounds if k in r]) for k in KINDS}
-    one, every = kinds[ONE_HOST], kinds[ALL_HOSTS]
-    ratio = ({"median": every["median"] / one["median"], "min": every["min"] / one["min"]}
-             if one and every else None)
-    per_round = [r[ALL_HOSTS]["seconds"] / r[ONE_HOST]["seconds"] for r in rounds if ONE_HOST in r and ALL_HOSTS in r]
+    kinds, ratio, per_round = kind_seconds(rounds, KINDS, ONE_HOST, ALL_HOSTS)
     phases = {}
     for k in KINDS:
         ph = [r[k]["phases"] for r in rounds if k in r]
         if not ph:
             continue
-        phases[k] = {name: _stats([p[name] for p in ph])
+        phases[k] = {name: stats([p[name] for p in ph])
                      for name in ("start+facts", "resolve+connect", "install", "tail")}
-        phases[k]["hosts"] = {h: _stats([p["hosts"].get(h) for p in ph]) for h in ph[0]["hosts"]}
+        phases[k]["hosts"] = {h: stats([p["hosts"].get(h) for p in ph]) for h in ph[0]["hosts"]}
     return {"seconds": kinds, "ratio_all_over_1": ratio, "ratio_per_round": per_round, "phases": phases}
 
 
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-def _load(rec: dict) -> str:
-    ld = rec["load"]
-    return (f"{ld['cores_busy']:.2f} cores busy, {ld['cores_iowait']:.2f} in iowait (of {os.cpu_count()}), "
-            f"{ld['mb_written']:.0f} MB of files written")
-
-
 def print_timeline(title: str, rec: dict) -> None:
-    print(f"\n{title}: {rec['seconds']:.2f} s; machine: {_load(rec)}")
-    for e in rec["events"]:
-        print(f"  {e['t']:7.2f}  {e['what']}")
+    print_events(title, rec)
     ph = rec["phases"]
-    print(f"  phases: start+facts {_f(ph['start+facts'])}, resolve+connect {_f(ph['resolve+connect'])}, install "
-          f"{_f(ph['install'])}, tail {_f(ph['tail'])}; per host, installing line until .dist-info: "
-          + ", ".join(f"{h} {_f(t)}" for h, t in ph["hosts"].items()))
+    print(f"  phases: start+facts {fmt(ph['start+facts'])}, resolve+connect {fmt(ph['resolve+connect'])}, install "
+          f"{fmt(ph['install'])}, tail {fmt(ph['tail'])}; per host, installing line until .dist-info: "
+          + ", ".join(f"{h} {fmt(t)}" for h, t in ph["hosts"].items()))
 
 
 def print_report(prep: dict, fetched: dict | None, rounds: list[dict], summ: dict, base: float,
@@ -432,68 +291,39 @@ def print_report(prep: dict, fetched: dict | None, rounds: list[dict], summ: dic
                   f"{', '.join(rec['wheels'])} ({rec['bytes'] / 1e3:.0f} kB)")
     print("\nper round (seconds)")
     for i, r in enumerate(rounds, 1):
-        print(f"  #{i}  {r['package']:<22}  " + "  ".join(f"{SHORT[k]} {_f(r[k]['seconds'])}" for k in KINDS if k in r))
+        print(f"  #{i}  {r['package']:<22}  "
+              + "  ".join(f"{SHORT[k]} {fmt(r[k]['seconds'])}" for k in KINDS if k in r))
     print()
-    w = 32
-    head = f"{'seconds':<{w}}{'median':>9}{'min':>9}{'max':>9}{'rounds':>8}"
-    print(head)
-    print("-" * len(head))
-    for k in KINDS:
-        s = summ["seconds"][k]
-        label = f"{SHORT[k]}: {k}"
-        print(f"{label:<{w}}" + ("".join(f"{_f(s[m]):>9}" for m in ("median", "min", "max")) + f"{s['n']:>8}"
-                                 if s else f"{'-':>9}{'-':>9}{'-':>9}{0:>8}"))
     ratio = summ["ratio_all_over_1"]
+    print_seconds_table([(f"{SHORT[k]}: {k}", summ["seconds"][k]) for k in KINDS], 32, "ratio B / A", ratio,
+                        summ["ratio_per_round"])
     if ratio:
-        per = ", ".join(f"{x:.2f}" for x in summ["ratio_per_round"])
-        print(f"{'ratio B / A':<{w}}{ratio['median']:>9.2f}{ratio['min']:>9.2f}   (per round: {per})")
-        print(f"\ngoal install-pkg on all worker hosts / 1 worker host <= {RATIO_GOAL} (median): "
-              f"{'met' if ratio['median'] <= RATIO_GOAL else 'NOT met'} ({ratio['median']:.2f})")
+        print("\n" + goal(f"install-pkg on all worker hosts / 1 worker host <= {RATIO_GOAL}", ratio["median"],
+                          ratio["median"] <= RATIO_GOAL))
     print(f"baseline: `python -m homecluster --version` {base:.2f} s (fresh-process cost inside every figure)")
-    print(f"machine during each run (all simulated hosts share its {os.cpu_count()} cores and its disk; medians):")
-    for k in KINDS:
-        recs = [r[k]["load"] for r in rounds if k in r]
-        if recs:
-            med = {m: statistics.median(x[m] for x in recs) for m in recs[0]}
-            print(f"  {SHORT[k]}  {med['cores_busy']:.2f} cores busy, {med['cores_iowait']:.2f} in iowait, "
-                  f"{med['mb_written']:.0f} MB of files written")
+    print_machine_loads(rounds, KINDS, lambda k: f"{SHORT[k]} ")
 
     print("\nphase medians (seconds; start+facts = until the resolving line, resolve+connect = until the installing "
           "line, install = until the last host's .dist-info, tail = until exit)")
     for k, ph in summ["phases"].items():
-        print(f"  {SHORT[k]}  " + "  ".join(f"{name} {_f((ph[name] or {}).get('median'))}"
+        print(f"  {SHORT[k]}  " + "  ".join(f"{name} {fmt_stat(ph[name])}"
                                           for name in ("start+facts", "resolve+connect", "install", "tail"))
-              + "; per host " + ", ".join(f"{h} {_f((s or {}).get('median'))}" for h, s in ph["hosts"].items()))
+              + "; per host " + ", ".join(f"{h} {fmt_stat(s)}" for h, s in ph["hosts"].items()))
 
     print("\nwhere the time goes (round 1; t = seconds since the process started; stderr lines as they arrived, "
           ".dist-info times from the hosts' environments)")
-    if rounds:
-        for k in KINDS:
-            if k in rounds[0]:
-                print_timeline(f"round 1, {SHORT[k]}: {k}", rounds[0][k])
-    for err in errors:
-        print(f"\nERROR: {err}")
+    print_round_one(rounds, KINDS, lambda k: f"{SHORT[k]}: {k}", print_timeline)
+    print_errors(errors)
 
 
 # --- main ---------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3,
-                   help=f"rounds, each A (1 worker host) then B (all worker hosts) "
-                        f"(default 3, at most {len(PACKAGES)})")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    args = p.parse_args(argv)
-    if not 1 <= args.rounds <= len(PACKAGES):
-        p.error(f"--rounds must be between 1 and {len(PACKAGES)} (one new package per round)")
-
-    ok, reason = can_build()
-    if not ok:
-        print(f"bench_install: skipped: cannot build the simulated household here: {reason}")
+    args = parse_args(argv, __doc__, 3, f"rounds, each A (1 worker host) then B (all worker hosts) "
+                                        f"(default 3, at most {len(PACKAGES)})",
+                      max_rounds=len(PACKAGES), max_reason="one new package per round")
+    if skipped("bench_install"):
         return 0
-
-    import dask
-    import distributed
 
     errors: list[str] = []
     rounds: list[dict] = []
@@ -504,20 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     packages = list(PACKAGES[:args.rounds])
     with tempfile.TemporaryDirectory(prefix="homecluster-bench-install-") as tmp:
         tmp = Path(tmp)
-        cache, runs, cwd = tmp / "cache", tmp / "runs", tmp / "hc"
-        for d in (cache, runs, cwd):
-            d.mkdir()
-        # A new laptop: empty wheelhouse, and pip's and uv's own caches empty too.
-        env = {**os.environ, "HOMECLUSTER_CACHE": str(cache), "PIP_CACHE_DIR": str(tmp / "pip-cache"),
-               "UV_CACHE_DIR": str(tmp / "uv-cache")}
+        cache, runs, cwd, env = fresh_laptop(tmp)  # empty wheelhouse, and pip's and uv's own caches empty too
         try:
-            t0 = time.perf_counter()
-            hh = Household(workdir=tmp / "household", prefix=PREFIX, subnet=SUBNET)
-            hh.__enter__()
-            build_s = time.perf_counter() - t0
-            print(f"household {PREFIX} built in {build_s:.2f} s: "
-                  + ", ".join(f"{h.name}={h.address}" for h in hh.hosts), flush=True)
-            base = baseline([sys.executable, "-m", "homecluster", "--version"], env)
+            hh, build_s = build_household(tmp / "household", PREFIX, SUBNET)
+            base = cli_start_baseline(env)
 
             try:
                 for kind in KINDS:
@@ -530,15 +350,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wheelhouse filled for {', '.join(packages)}: {fetched['seconds']:.2f} s, "
                       f"{fetched['wheels_downloaded']} wheels downloaded", flush=True)
             except Exception as e:  # noqa: BLE001 - without both clusters up and the wheels there, no rounds
-                errors.append(f"preparation: {type(e).__name__}: {e}")
-                print(errors[-1], file=sys.stderr, flush=True)
+                note_error(errors, "preparation", e)
 
             for i, pkg in enumerate(packages if fetched else [], 1):
                 try:
                     r = one_round(i, pkg, invs, runs, cwd, env, cache)
                 except Exception as e:  # noqa: BLE001 - one failed round is reported, the others still run
-                    errors.append(f"round {i} ({pkg}): {type(e).__name__}: {e}")
-                    print(errors[-1], file=sys.stderr, flush=True)
+                    note_error(errors, f"round {i} ({pkg})", e)
                     continue
                 rounds.append(r)
                 print(f"round {i} ({pkg}): " + ", ".join(f"{SHORT[k]} {r[k]['seconds']:.2f} s" for k in KINDS)
@@ -546,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
             downs = {}
             for kind, inv in invs.items():
-                d = run_cli(["down", "-i", str(inv)], cwd, env)
+                d = run_cli(["down", "-i", str(inv)], cwd, timeout=CLI_TIMEOUT, env=env)
                 downs[kind] = {"rc": d["rc"], "seconds": d["seconds"]}
                 if d["rc"] != 0:
                     errors.append(f"`homecluster down -i {inv}` exit {d['rc']}:\n{d['stdout']}\n{d['stderr']}")
@@ -554,25 +372,19 @@ def main(argv: list[str] | None = None) -> int:
 
             summ = summarize(rounds)
             print_report(prep, fetched, rounds, summ, base, errors)
-            print("down: " + ", ".join(f"{SHORT[k]} {_f(d['seconds'])} s (exit {d['rc']})" for k, d in downs.items()))
+            print("down: " + ", ".join(f"{SHORT[k]} {fmt(d['seconds'])} s (exit {d['rc']})" for k, d in downs.items()))
             if args.json:
-                data = {"config": {"rounds": args.rounds, "prefix": PREFIX, "subnet": SUBNET,
-                                   "hosts": {h.name: h.address for h in hh.hosts},
-                                   "clusters": {SHORT[k]: {"name": c[0], "ports": c[1], "workers": c[2]}
-                                                for k, c in CLUSTERS.items()},
-                                   "packages": packages, "environment": {"python": CLIENT_MINOR, "packages": []},
-                                   "python": sys.version.split()[0], "dask": dask.__version__,
-                                   "distributed": distributed.__version__, "cpus": os.cpu_count(),
-                                   "machine": platform.platform(), "household_build_seconds": build_s},
-                        "baseline_cli_start": base, "prepare": prep, "prefetch": fetched, "rounds": rounds,
-                        **summ, "down": downs, "errors": errors}
-                Path(args.json).write_text(json.dumps(data, indent=2, default=str))
-                print(f"\nwrote {args.json}")
+                clusters = {SHORT[k]: {"name": c[0], "ports": c[1], "workers": c[2]} for k, c in CLUSTERS.items()}
+                config = run_config(args.rounds, hh, build_s, clusters=clusters, packages=packages,
+                                    environment={"python": CLIENT_MINOR, "packages": []})
+                data = {"config": config, "baseline_cli_start": base, "prepare": prep, "prefetch": fetched,
+                        "rounds": rounds, **summ, "down": downs, "errors": errors}
+                write_json(args.json, data)
             return 1 if errors else 0
         finally:
             for inv in invs.values():  # only after a failure above: stop the clusters, best effort
                 try:
-                    run_cli(["down", "-i", str(inv)], cwd, env, timeout=120)
+                    run_cli(["down", "-i", str(inv)], cwd, timeout=120, env=env)
                 except Exception:  # noqa: BLE001 - the household's teardown kills whatever is left
                     pass
             if hh is not None:

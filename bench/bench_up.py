@@ -28,13 +28,10 @@ Needs root (network namespaces); exits 0 with a message when the household canno
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,10 +39,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from household import Household, can_build  # noqa: E402
+from common import (BenchError, Household, baseline, build_household, cli_start_baseline, fmt, fmt_stat, goal,
+                    note_error, parse_args, print_errors, ratio, run_checked, run_cli, run_config, skipped, stats,
+                    write_json)
 
 PREFIX, SUBNET = "hb", "10.213.59"
 NAMES = ("desktop", "study", "attic")  # host 1 = scheduler, hosts 2 and 3 = one worker each
@@ -79,10 +75,6 @@ sys.stdin.readline()  # "stop"
 client.close()
 cluster.close()
 """
-
-
-class BenchError(RuntimeError):
-    """A contender failed in one round; the message says how."""
 
 
 # --- processes on the simulated hosts ----------------------------------------------------------------------
@@ -184,44 +176,9 @@ def check_workers(address: str, hh: Household) -> dict:
 
 # --- homecluster --------------------------------------------------------------------------------------------
 
-def _drain(stream, sink: list[str]) -> threading.Thread:
-    """Read a pipe to its end in a thread (so a full pipe never blocks the child)."""
-    t = threading.Thread(target=lambda: sink.append(stream.read()), daemon=True)
-    t.start()
-    return t
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = CLI_TIMEOUT) -> dict:
-    """Run `python -m homecluster ARGS` in a fresh interpreter; return exit code (None: timed out), seconds, output.
-
-    The time ends when the process exits, not when its pipes close.
-    """
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "homecluster", *args], cwd=cwd, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out: list[str] = []
-    err: list[str] = []
-    readers = [_drain(proc.stdout, out), _drain(proc.stderr, err)]
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = None
-    elapsed = time.perf_counter() - t0
-    for t in readers:
-        t.join(5)
-    return {"rc": rc, "seconds": elapsed, "stdout": "".join(out), "stderr": "".join(err)}
-
-
 def _cli(args: list[str], cwd: Path) -> float:
-    """run_cli, raising BenchError unless it exits 0; returns its seconds."""
-    res = run_cli(args, cwd)
-    if res["rc"] != 0:
-        code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
-        raise BenchError(f"`homecluster {' '.join(args)}` failed ({code}) after {res['seconds']:.2f} s\n"
-                         f"stdout:\n{res['stdout']}\nstderr:\n{res['stderr']}")
-    return res["seconds"]
+    """`python -m homecluster ARGS`, raising BenchError unless it exits 0; returns its seconds."""
+    return run_checked(args, cwd, timeout=CLI_TIMEOUT)["seconds"]
 
 
 def round_homecluster(hh: Household, inv: Path, cwd: Path, state: dict, notes: list[str]) -> dict:
@@ -354,7 +311,7 @@ def cleanup(hh: Household, inv: Path | None, cwd: Path, state: dict, notes: list
     _kill_script(state)
     _close_inprocess(state)
     if inv is not None and state.get("hc_maybe_up"):
-        res = run_cli(["down", "-i", str(inv)], cwd)
+        res = run_cli(["down", "-i", str(inv)], cwd, timeout=CLI_TIMEOUT)
         if res["rc"] != 0:
             print(f"cleanup: homecluster down failed (rc {res['rc']}):\n{res['stderr']}", file=sys.stderr)
         state["hc_maybe_up"] = False
@@ -365,41 +322,13 @@ def cleanup(hh: Household, inv: Path | None, cwd: Path, state: dict, notes: list
 
 # --- figures and the report ---------------------------------------------------------------------------------
 
-def baseline(argv: list[str], n: int = 3) -> float:
-    """Median wall time of a short local command (start-up costs that are part of the figures)."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        subprocess.run(argv, capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _stats(values: list[float | None]) -> dict | None:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
-def _ratio(a: dict, b: dict, metric: str) -> dict | None:
-    sa, sb = a.get(metric), b.get(metric)
-    if not sa or not sb:
-        return None
-    return {"median": sa["median"] / sb["median"], "min": sa["min"] / sb["min"]}
-
-
 def summarize(results: dict[str, list[dict]]) -> dict:
     """Median/min/max per contender and metric, the no-op up, and homecluster's ratios to both SSHClusters."""
-    tools = {tool: {m: _stats([r.get(m) for r in runs]) for m in METRICS} for tool, runs in results.items()}
-    tools[HC]["noop_up"] = _stats([r.get("noop_up") for r in results[HC]])
-    ratios = {f"{HC} / {other}": {m: _ratio(tools[HC], tools[other], m) for m in METRICS}
+    tools = {tool: {m: stats([r.get(m) for r in runs]) for m in METRICS} for tool, runs in results.items()}
+    tools[HC]["noop_up"] = stats([r.get("noop_up") for r in results[HC]])
+    ratios = {f"{HC} / {other}": {m: ratio(tools[HC].get(m), tools[other].get(m)) for m in METRICS}
               for other in (SCRIPT, INPROC)}
     return {"tools": tools, "ratios": ratios}
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
 
 
 LABEL_W = 41
@@ -407,8 +336,7 @@ LABEL_W = 41
 
 def _row(label: str, cells: dict, n: object = "") -> str:
     """One table line: median and min of up, down, gone (a missing metric prints '-')."""
-    vals = "".join(f"{_f((cells.get(m) or {}).get('median')):>9}{_f((cells.get(m) or {}).get('min')):>7}"
-                   for m in METRICS)
+    vals = "".join(f"{fmt_stat(cells.get(m)):>9}{fmt_stat(cells.get(m), 'min'):>7}" for m in METRICS)
     return f"{label:<{LABEL_W}}{vals}{n!s:>8}"
 
 
@@ -417,8 +345,8 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
     print("\nper round (seconds; gone = from start of down until no dask process is left on any host)")
     for tool, runs in results.items():
         for i, r in enumerate(runs, 1):
-            extra = f"  no-op up {_f(r['noop_up'])}" if "noop_up" in r else ""
-            print(f"  {tool:<22} #{i}  up {_f(r['up'])}  down {_f(r['down'])}  gone {_f(r['gone'])}{extra}")
+            extra = f"  no-op up {fmt(r['noop_up'])}" if "noop_up" in r else ""
+            print(f"  {tool:<22} #{i}  up {fmt(r['up'])}  down {fmt(r['down'])}  gone {fmt(r['gone'])}{extra}")
     print()
     print(f"{'seconds':<{LABEL_W}}" + "".join(f"{m:>16}" for m in METRICS))
     head = f"{'':<{LABEL_W}}" + f"{'median':>9}{'min':>7}" * len(METRICS) + f"{'rounds':>8}"
@@ -433,8 +361,7 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
     print(_row(f"ratio hc / {INPROC} (ref.)", summ["ratios"][f"{HC} / {INPROC}"]))
     primary = summ["ratios"][f"{HC} / {SCRIPT}"]["up"]
     if primary:
-        print(f"\ngoal up ratio {HC} / {SCRIPT} <= 1.0 (median): "
-              f"{'met' if primary['median'] <= 1.0 else 'NOT met'} ({primary['median']:.2f})")
+        print("\n" + goal(f"up ratio {HC} / {SCRIPT} <= 1.0", primary["median"], primary["median"] <= 1.0))
     print(f"baselines: `python -m homecluster --version` {base['homecluster_cli_start']:.2f} s, "
           f"`python -c 'import distributed'` {base['import_distributed']:.2f} s (both fresh-process costs)")
     for tool in (SCRIPT, INPROC):
@@ -444,8 +371,7 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
                   f"(in {len(early)}/{len(results[tool])} rounds): compare 'gone'")
     for note in notes:
         print(f"\nnote: {note}")
-    for err in errors:
-        print(f"\nERROR: {err}")
+    print_errors(errors)
 
 
 # --- main ---------------------------------------------------------------------------------------------------
@@ -462,34 +388,24 @@ def run_rounds(rounds: int, hh: Household, inv: Path, tmp: Path, state: dict, no
             try:
                 r = steps[tool]()
             except Exception as e:  # noqa: BLE001 - one failed round is reported, the others still run
-                msg = f"round {i} {tool}: {type(e).__name__}: {e}"
-                errors.append(msg)
-                print(msg, file=sys.stderr, flush=True)
+                note_error(errors, f"round {i} {tool}", e)
                 cleanup(hh, inv, tmp, state, notes)
                 continue
             results[tool].append(r)
             extra = f", no-op up {r['noop_up']:.2f} s" if "noop_up" in r else ""
-            print(f"round {i} {tool:<22} up {r['up']:.2f} s, down {r['down']:.2f} s, gone {_f(r['gone'])} s"
+            print(f"round {i} {tool:<22} up {r['up']:.2f} s, down {r['down']:.2f} s, gone {fmt(r['gone'])} s"
                   f"{extra}", flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=5, help="rounds per contender, interleaved (default 5)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    args = p.parse_args(argv)
-    if args.rounds < 1:
-        p.error("--rounds must be at least 1")
-
-    ok, reason = can_build()
-    if not ok:
-        print(f"bench_up: skipped: cannot build the simulated household here: {reason}")
+    args = parse_args(argv, __doc__, 5, "rounds per contender, interleaved (default 5)")
+    if skipped("bench_up"):
         return 0
     from conftest import household_inventory  # imports pytest and yaml; only needed from here on
 
     import dask
-    import distributed
+    import distributed  # noqa: F401 - imported before the rounds: the in-process SSHCluster runs in a warm process
 
     # The in-process SSHCluster would log every remote output line to this process's stderr (the script's goes
     # to a file).
@@ -501,12 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="homecluster-bench-") as tmp:
         tmp = Path(tmp)
         try:
-            t0 = time.perf_counter()
-            hh = Household(names=NAMES, workdir=tmp / "household", prefix=PREFIX, subnet=SUBNET)
-            hh.__enter__()
-            build_s = time.perf_counter() - t0
-            print(f"household {PREFIX} built in {build_s:.2f} s: "
-                  + ", ".join(f"{h.name}={h.address}" for h in hh.hosts))
+            hh, build_s = build_household(tmp / "household", PREFIX, SUBNET, NAMES)
             (tmp / "hc").mkdir()
             inv = household_inventory(
                 hh, tmp / "hc" / "inventory.yaml", "bench", scheduler=NAMES[0],
@@ -514,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_extra={"scheduler_port": HC_PORTS[0], "dashboard_port": HC_PORTS[1]})
             # SSHCluster passes this process's dask config to the remote processes: keep their scratch in tmp.
             dask.config.set({"temporary-directory": str(tmp / "sshcluster-scratch")})
-            base = {"homecluster_cli_start": baseline([sys.executable, "-m", "homecluster", "--version"]),
+            base = {"homecluster_cli_start": cli_start_baseline(),
                     "import_distributed": baseline([sys.executable, "-c", "import distributed"])}
             print(f"baselines: homecluster CLI start {base['homecluster_cli_start']:.2f} s, "
                   f"import distributed {base['import_distributed']:.2f} s")
@@ -522,15 +433,10 @@ def main(argv: list[str] | None = None) -> int:
             summ = summarize(results)
             print_report(results, summ, base, errors, notes)
             if args.json:
-                data = {"config": {"rounds": args.rounds, "prefix": PREFIX, "subnet": SUBNET,
-                                   "hosts": {h.name: h.address for h in hh.hosts},
-                                   "ports": {HC: HC_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS},
-                                   "python": sys.version.split()[0], "dask": dask.__version__,
-                                   "distributed": distributed.__version__, "cpus": os.cpu_count(),
-                                   "machine": platform.platform(), "household_build_seconds": build_s},
+                ports = {HC: HC_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS}
+                data = {"config": run_config(args.rounds, hh, build_s, ports=ports),
                         "baselines": base, "rounds": results, **summ, "errors": errors, "notes": notes}
-                Path(args.json).write_text(json.dumps(data, indent=2, default=str))
-                print(f"\nwrote {args.json}")
+                write_json(args.json, data)
             return 1 if errors else 0
         finally:
             if hh is not None:
