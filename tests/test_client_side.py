@@ -136,3 +136,16 @@ def test_run_sets_the_scheduler_address_and_connect_finds_the_cluster(household,
     with connect(str(cluster)) as client:
         assert client.scheduler.address == f"tcp://{household.host('desktop').address}:{PORT}"
         assert client.get_versions()["scheduler"]["packages"]["distributed"] == version("distributed")
+
+
+def test_install_pkg_restart_restarts_workers_which_then_have_it(cluster):
+    from homecluster import connect
+    with connect(str(cluster)) as client:
+        before = set(client.scheduler_info()["workers"])
+    p = hc("install-pkg", "--restart", "tabulate==0.9.0", inv=cluster)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("tabulate=0.9.0  ok") == 2
+    with connect(str(cluster)) as client:
+        after = set(client.scheduler_info()["workers"])
+        assert len(after) == 2 and not after & before  # new worker processes (new addresses)
+        assert set(client.run(lambda: __import__("tabulate").__version__).values()) == {"0.9.0"}
