@@ -11,7 +11,7 @@ Run it (the cluster must be running):
     homecluster up
     python examples/brute_force.py                        # ./inventory.yaml or $HOMECLUSTER_INVENTORY
     python examples/brute_force.py --inventory ~/home.yaml --candidates 2000 --batch-size 16
-    homecluster run examples/brute_force.py               # same, with ./inventory.yaml
+    homecluster run examples/brute_force.py               # same lookup; not -i (see examples/README.md)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Run it (the cluster must be running):
     python examples/grid_search.py                        # ./inventory.yaml or $HOMECLUSTER_INVENTORY
     python examples/grid_search.py --inventory ~/home.yaml
     python examples/grid_search.py --local                # the same search on this machine only
-    homecluster run examples/grid_search.py               # same, with ./inventory.yaml
+    homecluster run examples/grid_search.py               # same lookup; not -i (see examples/README.md)
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ Run it (the cluster must be running):
     homecluster up
     python examples/map_like_pool.py                      # ./inventory.yaml or $HOMECLUSTER_INVENTORY
     python examples/map_like_pool.py --inventory ~/home.yaml
-    homecluster run examples/map_like_pool.py             # same, with ./inventory.yaml
+    homecluster run examples/map_like_pool.py             # same lookup; not -i (see examples/README.md)
 """
 
 from __future__ import annotations

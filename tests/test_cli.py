@@ -50,3 +50,35 @@ def test_dashboard_off_is_explained(tmp_path):
 def test_usage_error_exits_2():
     p = run("upp")
     assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_run_passes_the_inventory_to_the_script(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import os\nfrom homecluster.api import scheduler_address\n"
+                      "print(os.environ['DASK_SCHEDULER_ADDRESS'], scheduler_address())\n")
+    p = run("run", "-i", str(SAMPLE), str(script), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["tcp://192.168.1.10:8786", "tcp://192.168.1.10:8786"]
+
+
+def test_joblib_block_keeps_only_builtin_warning_filters(monkeypatch):
+    """scikit-learn ships the caller's warning filters with every task: inside the block only builtin ones remain
+    (a Jupyter filter on an IPython class would make the workers fail to unpickle the tasks)."""
+    import warnings
+
+    from distributed import Client
+
+    from homecluster import api
+
+    class Custom(Warning):
+        pass
+
+    local = Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None)
+    monkeypatch.setattr(api, "connect", lambda inventory=None: local)  # the block closes it at the end
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Custom)
+        with api.joblib_on_cluster() as client:
+            assert client is local
+            assert all(f[2].__module__ == "builtins" for f in warnings.filters)
+        assert any(f[2] is Custom for f in warnings.filters)  # restored after the block
+    assert local.status == "closed"

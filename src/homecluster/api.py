@@ -7,6 +7,7 @@ upload code, and run scikit-learn/joblib on it.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 from distributed import Client
@@ -40,5 +41,9 @@ def joblib_on_cluster(inventory: str | Inventory | None = None, scatter: list | 
     """
     import joblib
 
-    with connect(inventory) as client, joblib.parallel_backend("dask", scatter=scatter, **backend_kwargs):
+    with connect(inventory) as client, joblib.parallel_backend("dask", scatter=scatter, **backend_kwargs), \
+            warnings.catch_warnings():
+        # scikit-learn pickles the caller's warning filters into every task; a filter naming a class the workers
+        # cannot import (Jupyter always has IPython's) makes the scheduler drop the task graph and fit() hang.
+        warnings.filters[:] = [f for f in warnings.filters if getattr(f[2], "__module__", "") == "builtins"]
         yield client

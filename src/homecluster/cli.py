@@ -118,7 +118,8 @@ def cmd_upload(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_run(inv: Inventory, args: argparse.Namespace) -> int:
-    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": build(inv).scheduler_address}
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": build(inv).scheduler_address,
+           "HOMECLUSTER_INVENTORY": os.path.abspath(inv.path)}  # so connect() in the script finds it too
     return subprocess.run([sys.executable, args.script, *args.args], env=env).returncode
 
 

@@ -420,7 +420,7 @@ def inventory_path(path: str | None = None) -> str:
 
 def load(path: str | Path) -> Inventory:
     """Read and validate an inventory file."""
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
