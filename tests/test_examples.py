@@ -54,10 +54,10 @@ def cluster(household, tmp_path_factory, wheel_cache):
     data = yaml.safe_load(inv.read_text())
     del data["defaults"]["python"]  # every host gets the managed environment
     # scikit-learn for the workers; scipy and joblib pinned too, so that the fits are bit-for-bit those of
-    # this machine and joblib's dask batches unpickle with the same joblib. ipython: scikit-learn sends the
-    # caller's warning filters with every task, and a Jupyter kernel's name an IPython class (examples/README.md).
+    # this machine and joblib's dask batches unpickle with the same joblib. No IPython on the workers: the
+    # notebook's IPython warning filters are kept from the tasks by joblib_on_cluster (examples/README.md).
     data["environment"] = {"python": f"{sys.version_info.major}.{sys.version_info.minor}",
-                           "packages": [f"{p}=={version(p)}" for p in ("scikit-learn", "scipy", "joblib", "ipython")]}
+                           "packages": [f"{p}=={version(p)}" for p in ("scikit-learn", "scipy", "joblib")]}
     inv.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOMECLUSTER_CACHE", str(wheel_cache))
@@ -195,28 +195,33 @@ def test_brute_force_scatters_once_per_worker_and_honours_batch_size(cluster, cl
     assert sizes == joblib_batch_sizes(n, batch_size, n_jobs, pre_dispatch=3 * n_jobs), sizes
     assert sizes.count(batch_size) == (n - 3 * n_jobs) // (batch_size * n_jobs) * n_jobs
 
-    # scatter: each worker's own log shows the reference arriving exactly once (the broadcast when the
-    # block started), and no worker fetched it from another one for a task, although each ran several tasks.
+    # scatter: each worker's own records show the reference arriving once (the broadcast when the block
+    # started; on a busy machine a worker may fetch it once more from a peer), never once per task.
     tasks_per_worker = Counter(t["worker"] for t in tasks)
-    assert set(tasks_per_worker) == set(workers) and min(tasks_per_worker.values()) > 1, tasks_per_worker
-    arrivals = client.run(lambda dask_worker: [entry for entry in dask_worker.state.log
-                                               if entry[0] == key and entry[1] == "receive-from-scatter"
-                                               and entry[-1] >= t0])
-    assert {w: len(a) for w, a in arrivals.items()} == {w: 1 for w in workers}, arrivals
-    fetched = client.run(lambda dask_worker: [e for e in dask_worker.transfer_incoming_log if key in e["keys"]])
-    assert all(f == [] for f in fetched.values()), fetched
+    assert set(tasks_per_worker) == set(workers) and min(tasks_per_worker.values()) > 4, tasks_per_worker
+    scattered = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
+                                                   if entry[0] == key and entry[1] == "receive-from-scatter"
+                                                   and entry[-1] >= t0))
+    fetched = client.run(lambda dask_worker: sum(1 for e in dask_worker.transfer_incoming_log
+                                                 if key in e["keys"] and e["start"] >= t0))
+    copies = {w: scattered[w] + fetched[w] for w in workers}
+    assert all(scattered[w] == 1 for w in workers), scattered
+    assert all(1 <= copies[w] <= 2 and 2 * copies[w] < tasks_per_worker[w] for w in workers), (copies,
+                                                                                             tasks_per_worker)
 
-    # ...and on the wire: each host received about one copy per worker, not one per task.
+    # ...and on the wire: each host received about one copy per worker (as counted above), not one per task.
     nbytes = reference.nbytes
-    per_host_workers = Counter(host_of(w) for w in workers)
     per_host_tasks = Counter(host_of(w) for w in tasks_per_worker.elements())
-    for host, n_workers in per_host_workers.items():
+    per_host_copies = Counter()
+    for w in workers:
+        per_host_copies[host_of(w)] += copies[w]
+    for host, n_copies in per_host_copies.items():
         received = after[host] - before[host]
-        assert 0.5 * n_workers * nbytes <= received < (n_workers + 1) * nbytes, (host, received)
-        assert per_host_tasks[host] * nbytes > (n_workers + 1) * nbytes  # once per task would fail the bound
+        assert 0.5 * n_copies * nbytes <= received < (n_copies + 0.5) * nbytes, (host, received, n_copies)
+        assert per_host_tasks[host] > 2 * n_copies  # once per task would be far more bytes than that
     print(f"brute force: {n} candidates in {len(tasks)} tasks (sizes {dict(Counter(sizes))}), "
           f"{result['seconds']} s; received MB per host "
-          f"{ {h: round((after[h] - before[h]) / 1e6, 1) for h in per_host_workers} }")
+          f"{ {h: round((after[h] - before[h]) / 1e6, 1) for h in per_host_copies} }")
 
 
 def test_map_like_pool_returns_the_right_values(cluster, client):
