@@ -54,6 +54,7 @@ def detach_prefix(proc: ProcessSpec) -> str:
 def start_script(proc: ProcessSpec) -> str:
     """Start one process detached, recording pid and fingerprint; fail early if the interpreter is missing."""
     py = proc.argv[0]
+    missing = f"no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it"
     env = "".join(f"{k}={shell_path(v) if v.startswith('~/') else shlex.quote(v)} " for k, v in proc.env)
     role = proc.role
     return "\n".join([
@@ -61,7 +62,7 @@ def start_script(proc: ProcessSpec) -> str:
         'mkdir -p "$D" || exit 1',
         'cd "$D" || exit 1',
         f"command -v {shell_path(py)} >/dev/null 2>&1 || "
-        f"{{ echo {shlex.quote(f'no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it')} >&2; "
+        f"{{ echo {shlex.quote(missing)} >&2; "
         "exit 127; }",
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
         f"echo {proc.fingerprint} > {role}.spec",

@@ -149,14 +149,14 @@ def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict
                                f"Fix: see homecluster logs {name} --role {role}")
 
     def check(missing: set[str]) -> set[str]:
-        hosts = {owner[n] for n in missing} | {sched}
-        results = group.each(hosts, lambda runner, host: _probe(runner, host, inv))
+        worker_hosts = {owner[n] for n in missing}
+        results = group.each(worker_hosts | {sched}, lambda runner, host: _probe(runner, host, inv))
         if results[sched].ok and not results[sched].value[SCHEDULER].alive:
             died(sched, SCHEDULER)
             return set(missing)
         gone: set[str] = set()
         for name, res in results.items():
-            if name in {owner[n] for n in missing} and res.ok and not res.value[WORKER].alive:
+            if name in worker_hosts and res.ok and not res.value[WORKER].alive:
                 died(name, WORKER)
                 gone |= set(reports[name].expected)
         return gone

@@ -17,12 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from packaging.requirements import Requirement
-
 from .commands import shell_path
 from .group import Group
 from .inventory import Host, Inventory
-from .lock import normalize
+from .lock import requirement_name
 from .spec import build, interpreter
 
 # Must match between client and every process (distributed's own version check list).
@@ -198,7 +196,7 @@ def quick_check(inv: Inventory) -> list[Finding]:
 
 def _extra(inv: Inventory) -> tuple[str, ...]:
     """The environment's own packages, by normalized name."""
-    return tuple(normalize(Requirement(p).name) for p in (inv.environment.packages if inv.environment else ()))
+    return tuple(requirement_name(p) for p in (inv.environment.packages if inv.environment else ()))
 
 
 @dataclass

@@ -16,8 +16,8 @@ from .commands import shell_path
 
 # Where a Python of the wanted version usually lives, in the order they are tried.
 CANDIDATES = ("python{v}", "/usr/bin/python{v}", "/usr/local/bin/python{v}", "/opt/homebrew/bin/python{v}",
-              "/Library/Frameworks/Python.framework/Versions/{v}/bin/python{v}", "$HOME/.pyenv/versions/{v}*/bin/python{v}",
-              "python3", "/usr/bin/python3")
+              "/Library/Frameworks/Python.framework/Versions/{v}/bin/python{v}",
+              "$HOME/.pyenv/versions/{v}*/bin/python{v}", "python3", "/usr/bin/python3")
 
 _FACTS_PY = r"""
 import glob, json, os, platform, shutil, sys
@@ -60,11 +60,16 @@ class HostFacts:
         return ".".join(self.version.split(".")[:2])
 
 
+def version_check(python: str) -> str:
+    """Python code (for `-c`, double-quotable) that exits 0 only under the given major.minor."""
+    return f"import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '{python}' else 1)"
+
+
 def facts_script(python: str, run_dir: str, env_dir: str) -> str:
     """Find a Python `python` (major.minor) on the host and print its facts, or `hc-facts-none`."""
     cands = " ".join('"$HOME"' + c[5:].format(v=python) if c.startswith("$HOME/")  # unquoted: a glob
                      else shell_path(c.format(v=python)) for c in CANDIDATES)
-    check = f"import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '{python}' else 1)"
+    check = version_check(python)
     return "\n".join([
         "found=",
         f"for c in {cands}; do",

@@ -19,7 +19,7 @@ from .api import connect
 from .environment import _requirement
 from .errors import HomeclusterError, InventoryError, LockError
 from .inventory import Inventory
-from .lock import LockFile, normalize, requirement_name, resolve
+from .lock import LockFile, pin, requirement_name, resolve
 from .provision import Setup, uv_binary
 from .spec import build
 from .wheelhouse import Wheelhouse
@@ -52,8 +52,7 @@ def plan(inv: Inventory, packages: list[str], progress: Progress) -> tuple[dict,
     """Resolve the environment plus `packages` for every host platform; return the new locks per target,
     the exact requirements to install, and the wheels they need (filename -> bytes)."""
     setup = Setup(inv, progress)
-    hosts = list(inv.hosts.values())
-    targets, failed = setup.targets([h for h in hosts if not h.python])
+    targets, failed = setup.targets([h for h in inv.hosts.values() if not h.python])
     if failed:
         raise HomeclusterError("; ".join(r.error for r in failed.values()))
     env = setup.lockfile.effective(inv.environment)
@@ -68,7 +67,7 @@ def plan(inv: Inventory, packages: list[str], progress: Progress) -> tuple[dict,
             e.where = "install-pkg"
             raise
         old = set(setup.lockfile.get(env, t, uv_binary()).requirements)
-        adds = [r for r in locked.requirements if r not in old or normalize(r.split("==")[0]) in names]
+        adds = [r for r in locked.requirements if r not in old or pin(r)[0] in names]
         house = Wheelhouse(t)
         house.fill(adds, env)
         wheels.update({p.name: p.read_bytes() for p in house.files_for(adds)})

@@ -44,12 +44,14 @@ class Locked:
         return hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:16]
 
     def names(self) -> dict[str, str]:
-        """Normalized package name -> pinned version."""
-        out = {}
-        for line in self.requirements:
-            name, _, ver = line.partition("==")
-            out[normalize(name)] = ver.split(";")[0].strip()
-        return out
+        """Normalized package name -> pinned version (normalized)."""
+        return dict(pin(line) for line in self.requirements)
+
+
+def pin(line: str) -> tuple[str, str]:
+    """A pinned requirement line ("Name[extra]==1.0 ; marker") as (normalized name, normalized version)."""
+    name, _, ver = line.partition("==")
+    return normalize(name.split("[")[0].strip()), _version(ver.split(";")[0].strip())
 
 
 def matches(locked: Locked, dists: tuple[str, ...]) -> bool:
@@ -58,7 +60,7 @@ def matches(locked: Locked, dists: tuple[str, ...]) -> bool:
     for d in dists:
         name, _, ver = d.rpartition("-")
         have[normalize(name)] = _version(ver)
-    return have == {n: _version(v) for n, v in locked.names().items()}
+    return have == locked.names()
 
 
 def _version(v: str) -> str:

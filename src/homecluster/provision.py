@@ -18,7 +18,7 @@ from .facts import HostFacts, Target
 from .group import Group, HostResult
 from .inventory import Host, Inventory
 from .lock import LockFile, Locked, installed, matches
-from .spec import env_dir, run_dir
+from .spec import env_dir, run_dir, uv_path
 from .wheelhouse import Wheelhouse, WheelhouseError, with_tools
 
 Progress = Callable[[str], None]
@@ -58,16 +58,16 @@ def space_problem(free_bytes: int, send_bytes: int, where: str) -> str | None:
 def install_script(host_dir: str, env: str, target: Target, locked: Locked, executable: str,
                    uv_wheel: str) -> str:
     """Create/refresh the venv from the wheels already on the host; record the lock hash last."""
-    wheels, uv = f"{host_dir}/wheels", f"{host_dir}/uv/uv"
+    wheels, uv = f"{host_dir}/wheels", uv_path(host_dir)
     unpack = ("import os, sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); "
               "n = next(x for x in z.namelist() if x.endswith('/scripts/uv')); "
               "open(sys.argv[2], 'wb').write(z.read(n)); os.chmod(sys.argv[2], 0o755)")
-    check = f"import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '{target.python}' else 1)"
+    check = hostfacts.version_check(target.python)
     q = shell_path
     return "\n".join([
         "set -e",
         f"export UV_CACHE_DIR={q(host_dir + '/uv-cache')} UV_LINK_MODE=copy UV_NO_PROGRESS=1",
-        f"mkdir -p {q(host_dir + '/uv')}",
+        f"mkdir -p {q(uv.rsplit('/', 1)[0])}",
         f"{q(uv)} --version 2>/dev/null | grep -q ' {uv_version()}' || "
         f"{shlex.quote(executable)} -c {shlex.quote(unpack)} {q(wheels + '/' + uv_wheel)} {q(uv)}",
         f'{q(env + "/bin/python")} -c "{check}" 2>/dev/null || '
@@ -107,8 +107,9 @@ class Setup:
         with Group(managed) as group:
             self.progress(f"looking for Python {self.env.python} on {len(managed)} host(s)")
             found = group.each([h.name for h in managed], self._facts)
-            out.update({n: r for n, r in found.items() if not r.ok})
-            targets = self._prepare({n: r.value for n, r in found.items() if r.ok}, out)
+            targets, failed = self._targets_of(found)
+            out.update(failed)
+            targets = self._prepare(targets, out)
             out.update(group.each(targets, lambda runner, host: self._host(
                 runner, host, found[host.name].value, targets[host.name])))
         return {h.name: out[h.name] for h in hosts}
@@ -116,15 +117,20 @@ class Setup:
     def targets(self, hosts: list[Host]) -> tuple[dict[str, Target], dict[str, HostResult]]:
         """Each host's lock target (from its facts, over SSH), and the hosts that failed."""
         with Group(hosts) as group:
-            found = group.each([h.name for h in hosts], self._facts)
+            return self._targets_of(group.each([h.name for h in hosts], self._facts))
+
+    def _targets_of(self, found: dict[str, HostResult[HostFacts]]
+                    ) -> tuple[dict[str, Target], dict[str, HostResult]]:
+        """The target of each host whose facts came back; the others (and unsupported platforms) as failures."""
         failed = {n: r for n, r in found.items() if not r.ok}
         targets = {}
         for n, r in found.items():
-            try:
-                targets[n] = hostfacts.target_of(r.value, self.env.python) if r.ok else None
-            except hostfacts.UnsupportedPlatform as e:
-                failed[n] = HostResult(n, error=f"{n}: {e}")
-        return {n: t for n, t in targets.items() if t and n not in failed}, failed
+            if r.ok:
+                try:
+                    targets[n] = hostfacts.target_of(r.value, self.env.python)
+                except hostfacts.UnsupportedPlatform as e:
+                    failed[n] = HostResult(n, error=f"{n}: {e}")
+        return targets, failed
 
     def _facts(self, runner, host: Host) -> HostFacts:
         r = runner.run(hostfacts.facts_script(self.env.python, run_dir(self.inv, host), env_dir(self.inv, host)))
@@ -134,20 +140,20 @@ class Setup:
                             f"{hostfacts.install_hint(self.env.python, host.os)}, or set python: for this host")
         return f
 
-    def _prepare(self, found: dict[str, HostFacts], out: dict[str, HostResult]) -> dict[str, Target]:
-        """Lock and fill the wheelhouse once per target, before any host is touched; return each host's target.
+    def _prepare(self, targets: dict[str, Target], out: dict[str, HostResult]) -> dict[str, Target]:
+        """Lock and fill the wheelhouse once per target, before any host is touched; return the hosts whose
+        target is ready.
 
         A platform without wheels fails its hosts (in `out`); a LockError (the environment itself cannot be
         resolved) ends the whole run with nothing changed on any host."""
-        targets: dict[str, Target] = {}
-        for name, f in found.items():
+        ready: dict[str, Target] = {}
+        for name, t in targets.items():
             try:
-                t = hostfacts.target_of(f, self.env.python)
                 self._ensure(t)
-                targets[name] = t
-            except (hostfacts.UnsupportedPlatform, WheelhouseError) as e:
+                ready[name] = t
+            except WheelhouseError as e:
                 out[name] = HostResult(name, error=f"{name}: {e}")
-        return targets
+        return ready
 
     def _ensure(self, t: Target) -> None:
         if t.key in self.locks:
@@ -157,8 +163,9 @@ class Setup:
         locked = self.lockfile.get(self.env, t, uv_binary())
         house = Wheelhouse(t)
         wanted = with_tools(locked, uv_version())
-        if house.missing(wanted):
-            self.progress(f"downloading {len(house.missing(wanted))} wheel(s) for {t.key}")
+        missing = house.missing(wanted)
+        if missing:
+            self.progress(f"downloading {len(missing)} wheel(s) for {t.key}")
         self.downloaded += house.fill(wanted, self.env)
         self.locks[t.key], self.houses[t.key] = locked, house
 

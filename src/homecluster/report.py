@@ -31,8 +31,9 @@ def _addresses(rep: ClusterReport) -> list[str]:
     return [f"cluster {rep.spec.name}: scheduler {rep.spec.scheduler_address} ({state})", f"dashboard: {dash}"]
 
 
-def _failures(rep: ClusterReport) -> list[str]:
-    return [f"  {h.error}" for h in rep.hosts.values() if h.error]
+def with_failures(lines: list[str], errors: list[str]) -> str:
+    """The text, then every error spelled out under a `failures:` heading (nothing when there is none)."""
+    return "\n".join(lines + (["", "failures:"] + [f"  {e}" for e in errors] if errors else []))
 
 
 def cluster_text(rep: ClusterReport, inv: Inventory, title: str) -> str:
@@ -44,9 +45,7 @@ def cluster_text(rep: ClusterReport, inv: Inventory, title: str) -> str:
         state = "ok" if h.ok else "FAILED"
         rows.append([h.host, how(inv.hosts[h.host]), ", ".join(h.actions) or "-", workers, pids, state])
     out = _addresses(rep) + ["", table(["HOST", "REACHED BY", title, "WORKERS", "PIDS", "STATUS"], rows)]
-    if _failures(rep):
-        out += ["", "failures:"] + _failures(rep)
-    return "\n".join(out)
+    return with_failures(out, [h.error for h in rep.hosts.values() if h.error])
 
 
 def workers_text(rep: ClusterReport) -> str:
@@ -75,8 +74,7 @@ def down_text(results: dict[str, HostResult[list[str]]], inv: Inventory) -> str:
         what = ", ".join(r.value) if r.ok and r.value else ("nothing running" if r.ok else "-")
         rows.append([name, how(inv.hosts[name]), what, "ok" if r.ok else "FAILED"])
     out = [table(["HOST", "REACHED BY", "STOPPED (role pid)", "STATUS"], rows)]
-    errors = [f"  {r.error}" for r in results.values() if not r.ok]
-    return "\n".join(out + (["", "failures:"] + errors if errors else []))
+    return with_failures(out, [r.error for r in results.values() if not r.ok])
 
 
 def setup_text(results: dict, inv: Inventory, downloaded: list[str]) -> str:
@@ -92,8 +90,7 @@ def setup_text(results: dict, inv: Inventory, downloaded: list[str]) -> str:
     out = [table(["HOST", "REACHED BY", "PYTHON", "TARGET", "SETUP", "STATUS"], rows)]
     out.append(f"downloaded {len(downloaded)} wheel(s) into the wheelhouse" if downloaded
                else "wheelhouse: nothing to download")
-    errors = [f"  {r.error}" for r in results.values() if not r.ok]
-    return "\n".join(out + (["", "failures:"] + errors if errors else []))
+    return with_failures(out, [r.error for r in results.values() if not r.ok])
 
 
 def doctor_text(rep) -> str:
@@ -115,5 +112,4 @@ def install_text(results) -> str:
     rows = [[r.worker, r.host, " ".join(f"{n}={v or 'MISSING'}" for n, v in r.versions.items()),
              "ok" if r.ok else "FAILED"] for r in results]
     out = [table(["WORKER", "HOST", "INSTALLED", "STATUS"], rows)]
-    errors = sorted({r.error for r in results if r.error})
-    return "\n".join(out + (["", "failures:"] + [f"  {e}" for e in errors] if errors else []))
+    return with_failures(out, sorted({r.error for r in results if r.error}))

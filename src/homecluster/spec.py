@@ -78,15 +78,20 @@ def env_dir(inv: Inventory, host: Host) -> str:
     return f"{run_dir(inv, host)}/env"
 
 
+def uv_path(host_run_dir: str) -> str:
+    """Where `homecluster setup` puts uv on a host (install-pkg's worker plugin finds it through $HOMECLUSTER_UV)."""
+    return f"{host_run_dir}/uv/uv"
+
+
 def managed(inv: Inventory, host: Host) -> bool:
     """Whether the host runs dask from the environment `homecluster setup` manages."""
     return not host.python and inv.environment is not None
 
 
 def _env(inv: Inventory, host: Host, env_digest: str | None) -> tuple[tuple[str, str], ...]:
-    # The lock's digest in the environment makes the fingerprint change when setup changed the packages,
-    # so the next `up` restarts the processes that still run the old ones.
-    extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": f"{run_dir(inv, host)}/uv/uv"} \
+    # The environment's digest in the process environment makes the fingerprint change when the inventory's
+    # environment: changed, so the next `up` restarts the processes that still run the old packages.
+    extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": uv_path(run_dir(inv, host))} \
         if env_digest and managed(inv, host) else {}
     return tuple(sorted({**host.env, **extra}.items()))
 

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import Version
 
 from .environment import Environment
 from .errors import HomeclusterError
 from .facts import Target
-from .lock import Locked, normalize
+from .lock import Locked, normalize, pin
 
 
 class WheelhouseError(HomeclusterError):
@@ -55,11 +54,11 @@ class Wheelhouse:
 
     def missing(self, requirements: list[str]) -> list[str]:
         have = self.wheels()
-        return [r for r in requirements if _key(r) not in have]
+        return [r for r in requirements if pin(r) not in have]
 
     def files_for(self, requirements: list[str]) -> list[Path]:
         have = self.wheels()
-        return [have[_key(r)] for r in requirements]
+        return [have[pin(r)] for r in requirements]
 
     def download_command(self, requirements: list[str], env: Environment | None) -> list[str]:
         t = self.target
@@ -95,9 +94,6 @@ class Wheelhouse:
         return need
 
 
-def _key(requirement: str) -> tuple[str, str]:
-    name, _, ver = requirement.partition("==")
-    return normalize(name.split("[")[0]), str(Version(ver.split(";")[0].strip()))
 
 
 def with_tools(locked: Locked, uv_version: str) -> list[str]:
