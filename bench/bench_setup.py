@@ -14,7 +14,7 @@ and every wheel downloaded there ("download once", reported apart). After that e
 Every round, in this order:
 
 * 1 host: `python -m homecluster setup study -i INV` with a new, empty run_directory: a real first setup
-  (every wheel sent over SFTP, uv unpacked, venv created, packages installed offline).
+  (every wheel sent over SFTP, uv unpacked and venv created meanwhile, packages installed offline).
 * 3 hosts: `python -m homecluster setup -i INV` for all 3 hosts, with another new, empty run_directory.
 * no-op: right after, the same command again on the same run_directory: every host must be "up to date".
 
@@ -38,7 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (CLIENT_MINOR, BenchError, Household, build_household, cli_start_baseline, diff, fmt, fmt_stat,
+from common import (CLIENT_MINOR, BenchError, Household, build_household, cli_start_baseline, cpu_budgets_available,
+                    diff, fmt, fmt_stat, print_ratio_row,
                     fresh_laptop, goal, kind_seconds, line_time, managed_inventory, note_error, output_of, parse_args,
                     print_errors, print_events, print_machine_loads, print_round_one, print_seconds_table, rm,
                     run_checked, run_config, skipped, stats, timeline, write_json)
@@ -53,7 +54,13 @@ NOOP_GOAL = 3.0  # seconds, no-op setup of 3 hosts
 RATIO_GOAL = 1.3  # first setup, 3 hosts / 1 host
 
 ONE_HOST, THREE_HOSTS, NOOP = "first setup, 1 host", "first setup, 3 hosts", "no-op setup, 3 hosts"
-KINDS = (ONE_HOST, THREE_HOSTS, NOOP)
+ONE_HOST_B, THREE_HOSTS_B = "first setup, 1 host, budgets", "first setup, 3 hosts, budgets"
+KINDS = (ONE_HOST, THREE_HOSTS, NOOP, ONE_HOST_B, THREE_HOSTS_B)
+FIRST = ((ONE_HOST, [ONE]), (THREE_HOSTS, list(NAMES)))
+FIRST_BUDGETED = ((ONE_HOST_B, [ONE]), (THREE_HOSTS_B, list(NAMES)))
+MACHINE_CORES = (os.cpu_count() or 2) / (len(NAMES) + 1)  # each host and the laptop: an equal share of the cores
+WIDTH = 32  # of the kind labels in the report
+HOST_PHASES = ("send", "prepare", "sync", "total")  # per host, see breakdown()
 
 
 # --- the inventory ----------------------------------------------------------------------------------------
@@ -87,11 +94,12 @@ def setup_rows(stdout: str) -> dict[str, dict]:
     return rows
 
 
-def checked_setup(hosts: list[str], want: str, inv: Path, cwd: Path, env: dict, expect_download: bool = False) -> dict:
+def checked_setup(hosts: list[str], want: str, inv: Path, cwd: Path, env: dict, expect_download: bool = False,
+                  preexec=None) -> dict:
     """`homecluster setup [HOST...] -i INV`, which must exit 0 with `want` ("installed"/"up to date") on every
-    given host, and download nothing unless expect_download."""
+    given host, and download nothing unless expect_download. preexec: see common.run_cli."""
     args = ["setup", *(hosts if hosts != list(NAMES) else []), "-i", str(inv)]
-    res = run_checked(args, cwd, timeout=CLI_TIMEOUT, env=env)
+    res = run_checked(args, cwd, timeout=CLI_TIMEOUT, env=env, preexec_fn=preexec)
     cmd = f"`homecluster {' '.join(args)}`"
     rows = setup_rows(res["stdout"])
     counts = {w: sum(1 for r in rows.values() if r["setup"].startswith(w)) for w in ("installed", "up to date")}
@@ -141,8 +149,9 @@ def breakdown(res: dict, hosts: list[str], run_directory: Path, fresh: bool) -> 
 
     Phases: start (interpreter, imports, inventory; until the first progress line), facts+lock (SSH connect, find
     Python, lock and wheelhouse check; until the first host starts sending, or the exit of a no-op), per host
-    send (sending line .. installing line), unpack uv, create venv, sync (installing .. lock hash recorded),
-    tail (last host done .. exit: report, closing connections)."""
+    send (sending line .. last wheel written), prepare (sending line .. venv created: uv unpacked and the venv
+    made while the other wheels arrive), sync (installing line .. lock hash recorded), total (sending line .. lock
+    hash recorded), then tail (last host done .. exit: report, closing connections)."""
     lines = res["stderr_lines"]
     files = {h: host_files(run_directory, h, res["t_wall"]) for h in hosts} if fresh else {}
     events = [(t, f"{h}: {what} (file mtime)") for h, stamps in files.items() for what, t in stamps.items()
@@ -156,52 +165,84 @@ def breakdown(res: dict, hosts: list[str], run_directory: Path, fresh: bool) -> 
     for h in hosts:
         t_send, t_inst = line_time(lines, f"{h}: sending"), line_time(lines, f"{h}: installing")
         st = files.get(h, {})
-        uv, venv, done = st.get("uv unpacked"), st.get("venv created"), st.get("lock hash recorded")
-        per_host[h] = {"send": diff(t_inst, t_send), "unpack uv": diff(uv, t_inst), "create venv": diff(venv, uv),
-                       "sync": diff(done, venv), "install": diff(done, t_inst), "done": done}
+        last, venv, done = st.get("last wheel written"), st.get("venv created"), st.get("lock hash recorded")
+        per_host[h] = {"send": diff(last, t_send), "prepare": diff(venv, t_send), "sync": diff(done, t_inst),
+                       "total": diff(done, t_send), "done": done}
     phases["hosts"] = per_host
     dones = [p["done"] for p in per_host.values() if p["done"] is not None]
     phases["tail"] = res["seconds"] - max(dones) if dones else None
     return {"events": timeline(res, events), "phases": phases}
 
 
-def dir_size(path: Path) -> int:
+def dir_size(path: Path, seen: set | None = None) -> int:
+    """Bytes of the files under path, each hard-linked file once (uv links the env's files to its cache);
+    pass the same `seen` set to count a file shared between several directories only in the first."""
+    seen = set() if seen is None else seen
     total = 0
     for root, _, files in os.walk(path):
         for f in files:
             try:
-                total += os.lstat(os.path.join(root, f)).st_size
+                st = os.lstat(os.path.join(root, f))
             except OSError:
-                pass
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
 # --- rounds -----------------------------------------------------------------------------------------------
 
 def one_round(i: int, hh: Household, inv_path: Path, runs: Path, cwd: Path, env: dict) -> dict:
-    """1 host, 3 hosts, no-op; each with its run directories fresh; they are deleted at the end."""
+    """1 host, 3 hosts, no-op; then, when the household has CPU budgets, 1 host and 3 hosts again with every
+    simulated machine capped at MACHINE_CORES. Each first setup gets a fresh run directory; all are deleted at
+    the end."""
     out: dict = {}
-    d1, d3 = runs / f"r{i}-one", runs / f"r{i}-three"
+    dirs = {kind: runs / f"r{i}-{n}" for n, (kind, _) in enumerate(FIRST + FIRST_BUDGETED)}
     try:
-        rm(d1)
-        inv = write_inventory(hh, inv_path, d1)
-        r = checked_setup([ONE], "installed", inv, cwd, env)
-        out[ONE_HOST] = _record(r, [ONE], d1, fresh=True)
-
-        rm(d3)
-        inv = write_inventory(hh, inv_path, d3)
-        r = checked_setup(list(NAMES), "installed", inv, cwd, env)
-        out[THREE_HOSTS] = _record(r, list(NAMES), d3, fresh=True)
+        for kind, hosts in FIRST:
+            out[kind] = first_setup(hh, hosts, inv_path, dirs[kind], cwd, env)
+        d3 = dirs[THREE_HOSTS]
         out["run_directory_bytes"] = dir_size(d3)
+        seen: set = set()
         hdir = d3 / CLUSTER / ONE
-        out["host_directory_bytes"] = {p.name: dir_size(p) for p in sorted(hdir.iterdir()) if p.is_dir()}
+        out["host_directory_bytes"] = {p.name: dir_size(p, seen) for p in sorted(hdir.iterdir()) if p.is_dir()}
 
+        inv = write_inventory(hh, inv_path, d3)
         r = checked_setup(list(NAMES), "up to date", inv, cwd, env)
         out[NOOP] = _record(r, list(NAMES), d3, fresh=False)
+        if hh.budgets:
+            hh.cap_cpu(MACHINE_CORES)
+            try:
+                for kind, hosts in FIRST_BUDGETED:
+                    out[kind] = first_setup(hh, hosts, inv_path, dirs[kind], cwd, env, budgets=True)
+            finally:
+                hh.cap_cpu(None)
         return out
     finally:
-        rm(d1)
-        rm(d3)
+        for d in dirs.values():
+            rm(d)
+
+
+def first_setup(hh: Household, hosts: list[str], inv_path: Path, run_directory: Path, cwd: Path, env: dict,
+                budgets: bool = False) -> dict:
+    """A timed first setup of `hosts` into an empty run_directory; with budgets, the CLI runs in the laptop's CPU
+    budget and the record says how long each machine waited for its budget ("throttled")."""
+    rm(run_directory)
+    inv = write_inventory(hh, inv_path, run_directory)
+    before = throttled(hh)
+    r = checked_setup(hosts, "installed", inv, cwd, env, preexec=hh.laptop_budget.enter if budgets else None)
+    rec = _record(r, hosts, run_directory, fresh=True)
+    if budgets:
+        rec["throttled"] = {k: v - before[k] for k, v in throttled(hh).items()}
+    return rec
+
+
+def throttled(hh: Household) -> dict[str, float]:
+    """Seconds each simulated machine (hosts, then "laptop") has waited for its CPU budget so far."""
+    if not hh.budgets:
+        return {}
+    return {**{n: b.throttled_seconds() for n, b in hh.budgets.items()}, "laptop": hh.laptop_budget.throttled_seconds()}
 
 
 def _record(res: dict, hosts: list[str], run_directory: Path, fresh: bool) -> dict:
@@ -237,18 +278,25 @@ def wheelhouse_size(cache: Path) -> tuple[int, int]:
 # --- figures and the report -------------------------------------------------------------------------------
 
 def summarize(rounds: list[dict]) -> dict:
+    """Seconds per kind, the 3/1 ratios (shared cores; CPU budgets), phase medians and waits for the budgets."""
     kinds, ratio, per_round = kind_seconds(rounds, KINDS, ONE_HOST, THREE_HOSTS)
+    _, ratio_b, per_round_b = kind_seconds(rounds, KINDS, ONE_HOST_B, THREE_HOSTS_B)
+    waits = {k: {m: stats([r[k]["throttled"][m] for r in rounds if k in r])
+                 for m in rounds[0][k]["throttled"]}
+             for k in (ONE_HOST_B, THREE_HOSTS_B) if rounds and k in rounds[0]}
     phases = {}
-    for k in (ONE_HOST, THREE_HOSTS, NOOP):
+    for k in KINDS:
         ph = [r[k]["phases"] for r in rounds if k in r]
         if not ph:
             continue
         phases[k] = {name: stats([p[name] for p in ph]) for name in ("start", "facts+lock", "tail")}
         hosts = ph[0]["hosts"]
         phases[k]["hosts"] = {h: {name: stats([p["hosts"][h][name] for p in ph])
-                                  for name in ("send", "unpack uv", "create venv", "sync", "install")}
+                                  for name in HOST_PHASES}
                               for h in hosts}
-    return {"seconds": kinds, "ratio_3_over_1": ratio, "ratio_per_round": per_round, "phases": phases}
+    return {"seconds": kinds, "ratio_3_over_1": ratio, "ratio_per_round": per_round,
+            "ratio_3_over_1_budgets": ratio_b, "ratio_per_round_budgets": per_round_b,
+            "machine_cores": MACHINE_CORES, "throttled": waits, "phases": phases}
 
 
 def print_timeline(title: str, rec: dict) -> None:
@@ -256,9 +304,8 @@ def print_timeline(title: str, rec: dict) -> None:
     ph = rec["phases"]
     print(f"  phases: start {fmt(ph['start'])}, facts+lock {fmt(ph['facts+lock'])}, tail {fmt(ph['tail'])}")
     for h, p in ph["hosts"].items():
-        if p["install"] is not None or p["send"] is not None:
-            print(f"    {h:<8} send {fmt(p['send'])}  install {fmt(p['install'])} (unpack uv {fmt(p['unpack uv'])}, "
-                  f"create venv {fmt(p['create venv'])}, sync {fmt(p['sync'])})")
+        if p["total"] is not None:
+            print(f"    {h:<8} " + "  ".join(f"{name} {fmt(p[name])}" for name in HOST_PHASES))
 
 
 def print_report(warm: dict | None, rounds: list[dict], summ: dict, base: float, house: tuple[int, int],
@@ -271,12 +318,24 @@ def print_report(warm: dict | None, rounds: list[dict], summ: dict, base: float,
     for i, r in enumerate(rounds, 1):
         print(f"  #{i}  " + "  ".join(f"{k} {fmt(r[k]['seconds'])}" for k in KINDS if k in r))
     print()
-    ratio = summ["ratio_3_over_1"]
-    print_seconds_table([(k, summ["seconds"][k]) for k in KINDS], 24, "ratio 3 hosts / 1 host", ratio,
+    ratio, ratio_b = summ["ratio_3_over_1"], summ["ratio_3_over_1_budgets"]
+    print_seconds_table([(k, summ["seconds"][k]) for k in KINDS], WIDTH, "ratio 3 hosts / 1 host", ratio,
                         summ["ratio_per_round"])
+    if ratio_b:
+        print_ratio_row("ratio 3 hosts / 1 host, budgets", ratio_b, summ["ratio_per_round_budgets"], WIDTH)
+        print(f"\"budgets\": every simulated machine (3 hosts, the laptop) capped at {MACHINE_CORES:g} core, so "
+              "each runs at its own speed whatever the others do, as separate computers; without budgets the "
+              f"{os.cpu_count()} cores are shared and 3 installs need 3x the CPU of one (see core-seconds below).")
+        for k, waits in summ["throttled"].items():
+            print(f"  waited for its budget in {k}: " + ", ".join(
+                f"{m} {fmt_stat(w)} s" for m, w in waits.items()))
+        print("\n" + goal(f"first setup 3 hosts / 1 host <= {RATIO_GOAL}, a CPU budget per machine", ratio_b["median"],
+                          ratio_b["median"] <= RATIO_GOAL))
+    elif ratio:
+        print(f"\n(no CPU budgets here: {cpu_budgets_available()[1]})")
     if ratio:
-        print("\n" + goal(f"first setup 3 hosts / 1 host <= {RATIO_GOAL}", ratio["median"],
-                          ratio["median"] <= RATIO_GOAL))
+        print(goal(f"first setup 3 hosts / 1 host <= {RATIO_GOAL}, {os.cpu_count()} cores shared by all machines",
+                   ratio["median"], ratio["median"] <= RATIO_GOAL))
     noop = summ["seconds"][NOOP]
     if noop:
         print(goal(f"no-op setup of 3 hosts < {NOOP_GOAL:g} s", noop["median"], noop["median"] < NOOP_GOAL, " s"))
@@ -292,18 +351,18 @@ def print_report(warm: dict | None, rounds: list[dict], summ: dict, base: float,
         core_s = statistics.median(r[k]["load"]["cores_busy"] * r[k]["seconds"] for r in rounds if k in r)
         return f"; {core_s:.1f} core-seconds, so at least {core_s / os.cpu_count():.1f} s on {os.cpu_count()} cores"
 
-    print_machine_loads(rounds, KINDS, lambda k: f"{k:<22}", core_seconds)
+    print_machine_loads(rounds, KINDS, lambda k: f"{k:<{WIDTH}}", core_seconds)
 
     print("\nphase medians (seconds; start = until the first progress line, facts+lock = until the first host "
           "sends, tail = last host done until exit)")
     for k, ph in summ["phases"].items():
-        print(f"  {k:<22} start {fmt_stat(ph['start'])}  facts+lock {fmt_stat(ph['facts+lock'])}  "
+        print(f"  {k:<{WIDTH}} start {fmt_stat(ph['start'])}  facts+lock {fmt_stat(ph['facts+lock'])}  "
               f"tail {fmt_stat(ph['tail'])}")
         for h, p in ph["hosts"].items():
-            if (p["install"] or {}).get("median") is None:
+            if (p["total"] or {}).get("median") is None:
                 continue
             print(f"    {h:<8} " + "  ".join(f"{name} {fmt_stat(p[name])}"
-                                            for name in ("send", "unpack uv", "create venv", "sync", "install")))
+                                            for name in HOST_PHASES))
 
     print("\nwhere the time goes (one run of each; t = seconds since the process started; stderr lines as they "
           "arrived, file times from what setup wrote on the hosts)")
@@ -329,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         cache, runs, cwd, env = fresh_laptop(tmp)  # empty wheelhouse and pip and uv caches: "download once" is real
         inv_path = cwd / "inventory.yaml"
         try:
-            hh, build_s = build_household(tmp / "household", PREFIX, SUBNET)
+            hh, build_s = build_household(tmp / "household", PREFIX, SUBNET, cpu_budgets=cpu_budgets_available()[0])
             base = cli_start_baseline(env)
 
             try:
@@ -347,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     note_error(errors, f"round {i}", e)
                     continue
                 rounds.append(r)
-                print(f"round {i}: " + ", ".join(f"{k} {r[k]['seconds']:.2f} s" for k in KINDS), flush=True)
+                print(f"round {i}: " + ", ".join(f"{k} {r[k]['seconds']:.2f} s" for k in KINDS if k in r), flush=True)
 
             summ = summarize(rounds)
             print_report(warm, rounds, summ, base, house, errors)

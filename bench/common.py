@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from cpu_budget import available as cpu_budgets_available  # noqa: E402,F401 - re-exported
 from household import Household, can_build  # noqa: E402
 
 CLIENT_MINOR = f"{sys.version_info.major}.{sys.version_info.minor}"  # the managed environments' Python
@@ -62,11 +64,13 @@ def skipped(bench: str) -> bool:
     return not ok
 
 
-def build_household(workdir: Path, prefix: str, subnet: str,
-                    names: tuple[str, ...] = ("desktop", "study", "attic")) -> tuple[Household, float]:
-    """Build a Household (it tears down what it built if that fails) and say so: (household, seconds taken)."""
+def build_household(workdir: Path, prefix: str, subnet: str, names: tuple[str, ...] = ("desktop", "study", "attic"),
+                    cpu_budgets: bool = False) -> tuple[Household, float]:
+    """Build a Household (it tears down what it built if that fails) and say so: (household, seconds taken).
+
+    cpu_budgets: a CPU budget per simulated machine (see tests/cpu_budget.py), uncapped until hh.cap_cpu."""
     t0 = time.perf_counter()
-    hh = Household(names=names, workdir=workdir, prefix=prefix, subnet=subnet)
+    hh = Household(names=names, workdir=workdir, prefix=prefix, subnet=subnet, cpu_budgets=cpu_budgets)
     hh.__enter__()
     build_s = time.perf_counter() - t0
     print(f"household {prefix} built in {build_s:.2f} s: "
@@ -114,18 +118,22 @@ def rm(path: Path) -> None:
 
 # --- running the CLI ------------------------------------------------------------------------------------------
 
-def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None) -> dict:
-    """Run `python -m homecluster ARGS` in a fresh interpreter (env None: this process's environment).
+def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None) -> dict:
+    """Run `python -m homecluster ARGS` in a fresh interpreter (env None: this process's environment; preexec_fn:
+    run in the child before it starts, e.g. CpuBudget.enter).
 
     Returns rc (None: timed out, then killed), seconds, t_wall (time.time() at the start), load (machine_load over
-    the run), stdout, stderr_lines ([(seconds since the start, line)], each stderr line as it arrived: the progress
+    the run, plus laptop_cpu: CPU seconds of the CLI and what it waited for, i.e. the laptop's share), stdout,
+    stderr_lines ([(seconds since the start, line)], each stderr line as it arrived: the progress
     lines) and stderr (those lines joined). Both pipes are drained in threads, so a full pipe never blocks the
     child; the time ends when the process exits, not when its pipes close."""
     counters = machine_counters()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t_wall = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "homecluster", *args], cwd=cwd, env=env, text=True, bufsize=1,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=preexec_fn)
     out: list[str] = []
     lines: list[tuple[float, str]] = []
 
@@ -147,10 +155,16 @@ def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = No
         rc = None
     elapsed = time.perf_counter() - t0
     load = machine_load(counters, machine_counters(), elapsed)
+    load["laptop_cpu"] = cpu_seconds(resource.getrusage(resource.RUSAGE_CHILDREN)) - cpu_seconds(children)
     for t in readers:
         t.join(5)
     return {"rc": rc, "seconds": elapsed, "t_wall": t_wall, "load": load, "stdout": "".join(out),
             "stderr_lines": lines, "stderr": "\n".join(text for _, text in lines)}
+
+
+def cpu_seconds(usage: resource.struct_rusage) -> float:
+    """User plus system CPU seconds of a getrusage result."""
+    return usage.ru_utime + usage.ru_stime
 
 
 def output_of(res: dict) -> str:
@@ -158,9 +172,9 @@ def output_of(res: dict) -> str:
     return f"after {res['seconds']:.2f} s\nstdout:\n{res['stdout']}\nstderr:\n{res['stderr']}"
 
 
-def run_checked(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None) -> dict:
+def run_checked(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None) -> dict:
     """run_cli, raising BenchError (with the command's output) unless it exits 0; returns run_cli's result."""
-    res = run_cli(args, cwd, timeout=timeout, env=env)
+    res = run_cli(args, cwd, timeout=timeout, env=env, preexec_fn=preexec_fn)
     if res["rc"] != 0:
         code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
         raise BenchError(f"`homecluster {' '.join(args)}` failed ({code}) {output_of(res)}")
@@ -199,7 +213,7 @@ def load_text(rec: dict) -> str:
     """A run's machine load (rec["load"], see machine_load) in words."""
     ld = rec["load"]
     return (f"{ld['cores_busy']:.2f} cores busy, {ld['cores_iowait']:.2f} in iowait (of {os.cpu_count()}), "
-            f"{ld['mb_written']:.0f} MB of files written")
+            f"{ld['mb_written']:.0f} MB of files written, laptop CPU {ld.get('laptop_cpu', 0):.2f} s")
 
 
 def print_machine_loads(rounds: list[dict], kinds: tuple[str, ...], label: Callable[[str], str],
@@ -212,7 +226,8 @@ def print_machine_loads(rounds: list[dict], kinds: tuple[str, ...], label: Calla
         if recs:
             med = {m: statistics.median(x[m] for x in recs) for m in recs[0]}
             print(f"  {label(k)} {med['cores_busy']:.2f} cores busy, {med['cores_iowait']:.2f} in iowait, "
-                  f"{med['mb_written']:.0f} MB of files written{more(k) if more else ''}")
+                  f"{med['mb_written']:.0f} MB of files written, laptop CPU {med.get('laptop_cpu', 0):.2f} s"
+                  f"{more(k) if more else ''}")
 
 
 # --- where the time goes --------------------------------------------------------------------------------------
@@ -309,9 +324,14 @@ def print_seconds_table(rows: list[tuple[str, dict | None]], width: int, ratio_l
     for label, s in rows:
         print(f"{label:<{width}}" + ("".join(f"{fmt(s[m]):>9}" for m in ("median", "min", "max")) + f"{s['n']:>8}"
                                      if s else f"{'-':>9}{'-':>9}{'-':>9}{0:>8}"))
+    print_ratio_row(ratio_label, rat, per_round, width)
+
+
+def print_ratio_row(label: str, rat: dict | None, per_round: list[float], width: int) -> None:
+    """A ratio row under print_seconds_table's table: median, min, and the per-round ratios; nothing if no ratio."""
     if rat:
         per = ", ".join(f"{x:.2f}" for x in per_round)
-        print(f"{ratio_label:<{width}}{rat['median']:>9.2f}{rat['min']:>9.2f}   (per round: {per})")
+        print(f"{label:<{width}}{rat['median']:>9.2f}{rat['min']:>9.2f}   (per round: {per})")
 
 
 def print_round_one(rounds: list[dict], kinds: tuple[str, ...], label: Callable[[str], str],

@@ -25,6 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cpu_budget
+from cpu_budget import CpuBudget
+
 SSHD = "/usr/sbin/sshd"
 UTS_ROOT = Path("/run/homecluster")  # persistent UTS namespace files live here
 BRIDGE = "br0"
@@ -86,9 +89,9 @@ def _root_account_locked() -> bool:
     return False
 
 
-def _sh(argv: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+def _sh(argv: list[str], check: bool = True, timeout: float = 30, preexec_fn=None) -> subprocess.CompletedProcess:
     """Run a setup command, capturing text output; raise with its stderr when check fails."""
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -182,8 +185,13 @@ class Household:
         workdir: Path | str = Path("/tmp/homecluster-household"),
         prefix: str = "hc",
         subnet: str = "10.213.57",
+        cpu_budgets: bool = False,
     ) -> None:
-        """Describe the household; nothing is built until __enter__."""
+        """Describe the household; nothing is built until __enter__.
+
+        cpu_budgets: give each host and the laptop a CPU budget (tests/cpu_budget.py: a cgroup named
+        '<prefix>-<name>', '<prefix>-laptop' for the laptop), uncapped until `cap_cpu` is called; a host's sshd and
+        everything it starts run in its budget, laptop processes enter theirs with `laptop_budget.enter`."""
         _validate(list(names), prefix, subnet)
         self.prefix = prefix
         self.subnet = subnet
@@ -198,6 +206,11 @@ class Household:
         self.switch_netns = f"{prefix}-sw"
         self.laptop_if = f"{prefix}-lap"
         self.uts_dir = UTS_ROOT / prefix
+        self.budgets: dict[str, CpuBudget] = {}
+        self.laptop_budget: CpuBudget | None = None
+        if cpu_budgets:
+            self.budgets = {h.name: CpuBudget(f"{prefix}-{h.name}") for h in self.hosts}
+            self.laptop_budget = CpuBudget(f"{prefix}-laptop")
         self._built = False
         self._closed = False
 
@@ -245,9 +258,20 @@ class Household:
         host = self.host(name)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self._sshd_pidfile(name).unlink(missing_ok=True)
-        _sh(self._nsenter(name) + [SSHD, "-f", str(self._sshd_config(name)), "-E", str(self._sshd_log(name))])
+        budget = self.budgets.get(name)
+        _sh(self._nsenter(name) + [SSHD, "-f", str(self._sshd_config(name)), "-E", str(self._sshd_log(name))],
+            preexec_fn=budget.enter if budget else None)
         if not _wait_until(lambda: _port_state(host.address, 0.2) == "open", SSHD_START_TIMEOUT):
             raise RuntimeError(f"sshd on {name} ({host.address}:22) did not answer:\n{self._log_tail(name)}")
+
+    def cap_cpu(self, cores: float | None) -> None:
+        """Cap every host's and the laptop's CPU budget at `cores` cores each (None: uncapped).
+
+        Only for a household built with cpu_budgets=True."""
+        if not self.budgets:
+            raise RuntimeError("this household was built without cpu_budgets")
+        for budget in [*self.budgets.values(), self.laptop_budget]:
+            budget.cap(cores)
 
     def run(self, name: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
         """Run argv inside that host's network and UTS namespaces, capturing text output."""
@@ -290,6 +314,8 @@ class Household:
         """Remove leftovers, then make keys, network, hostnames and sshds, and verify."""
         self._remove(self.prefix, self.switch_netns, self.laptop_if, self.uts_dir)
         self._check_subnet_free()
+        for budget in [*self.budgets.values(), *filter(None, [self.laptop_budget])]:
+            budget.create()
         self._make_keys()
         self._make_switch()
         for index, host in enumerate(self.hosts):
@@ -396,10 +422,11 @@ class Household:
 
     @staticmethod
     def _remove(prefix: str, switch_netns: str, laptop_if: str, uts_dir: Path) -> None:
-        """Remove every namespace named '<prefix>-*', the root veth and the UTS files."""
+        """Remove every namespace named '<prefix>-*', the root veth, the UTS files and the CPU budgets."""
         ours = [ns for ns in _netns_list() if ns.startswith(f"{prefix}-")]
         for ns in ours:
             _kill_netns_processes(ns)
+        cpu_budget.remove_all(prefix)
         _sh(["ip", "link", "del", laptop_if], check=False)
         for ns in ours:
             _sh(["ip", "netns", "del", ns], check=False)

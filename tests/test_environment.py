@@ -85,11 +85,14 @@ def test_space_check():
     assert msg.startswith("not enough space under ~/.homecluster/home/pi: needs about 400 MB, 100 MB free")
 
 
-def test_install_script_is_valid_sh():
-    script = provision.install_script("~/.homecluster/h/pi", "~/.homecluster/h/pi/env", LINUX,
-                                      lock.Locked("t", ("six==1.17.0",)), "/usr/bin/python3.11", "uv-0.13.9.whl")
-    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
-    assert "--no-index --find-links" in script
+def test_setup_scripts_are_valid_sh():
+    host_dir, env = "~/.homecluster/h/pi", "~/.homecluster/h/pi/env"
+    prepare = provision.prepare_script(host_dir, env, LINUX, "/usr/bin/python3.11", "uv-0.13.9.whl")
+    sync = provision.sync_script(host_dir, env, lock.Locked("t", ("six==1.17.0",)))
+    for script in (prepare, sync):
+        assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+    assert '"$HOME"/.homecluster/h/pi/wheels/uv-0.13.9.whl' in prepare and "venv" in prepare
+    assert "--no-index --find-links" in sync and "six==1.17.0" in sync
 
 
 CLIENT = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3.1.2",

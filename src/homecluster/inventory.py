@@ -400,7 +400,7 @@ def _check_addresses(reader: _Reader, inv: Inventory) -> None:
     remote = [h.name for h in inv.hosts.values() if not h.is_local and h.nworkers > 0]
     if sched.address.startswith(LOOPBACK) and remote:
         raise reader.fail(("hosts", sched.name, "address"), f"workers on {remote[0]} cannot reach a scheduler "
-                          f"on {sched.address}", f"set address: to this machine's address on the home network")
+                          f"on {sched.address}", "set address: to this machine's address on the home network")
     seen: dict[tuple, str] = {}
     for h in inv.hosts.values():
         key = (h.address, h.port) if not h.is_local else ("local", h.address)
