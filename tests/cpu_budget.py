@@ -34,8 +34,15 @@ def available() -> tuple[bool, str]:
     """(True, "") when CPU budgets can be made here, else (False, why)."""
     if os.geteuid() != 0:
         return False, "not root"
-    if _root() is None:
+    found = _root()
+    if found is None:
         return False, "no cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max)"
+    probe = found[0] / f"homecluster-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        return False, f"cannot make a cgroup under {found[0]}: {e}"
     return True, ""
 
 
