@@ -37,12 +37,13 @@ def available() -> tuple[bool, str]:
     found = _root()
     if found is None:
         return False, "no cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max)"
-    probe = found[0] / f"homecluster-probe-{os.getpid()}"
+    probe = CpuBudget(f"homecluster-probe-{os.getpid()}")
     try:
-        probe.mkdir()
-        probe.rmdir()
+        probe.create().remove()
     except OSError as e:
         return False, f"cannot make a cgroup under {found[0]}: {e}"
+    if probe.path.exists():
+        return False, f"cannot remove the cgroup {probe.path}"
     return True, ""
 
 
