@@ -40,8 +40,15 @@ def test_shipped_inventory_up_compute_down(tmp_path):
             assert len(client.scheduler_info()["workers"]) == 2
             assert client.submit(pow, 2, 10).result() == 1024
         assert "nothing changed" in hc("up").stdout
+        # install-pkg needs no environment: section: the local host's workers run this very interpreter
+        p = hc("install-pkg", "six==1.17.0")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert p.stdout.count("six=1.17.0  ok") == 2
+        with Client("tcp://127.0.0.1:8786", timeout=10) as client:
+            assert set(client.run(lambda: __import__("six").__version__).values()) == {"1.17.0"}
         assert (tmp_path / ".homecluster/home/this-machine/worker.log").exists()
     finally:
         down = hc("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert ours(tmp_path) == []
+    (REPO / "inventory.added.json").unlink(missing_ok=True)  # the record install-pkg left beside the inventory

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from homecluster.errors import HomeclusterError, InventoryError
-from homecluster.install import WorkerInstall, parse_requirements
+from homecluster.install import InstallReport, WorkerInstall, parse_requirements
 from homecluster.report import install_text
 from homecluster.upload import prepare, zip_package
 
@@ -49,7 +49,8 @@ def test_bad_requirement_on_the_command_line_is_named():
 
 
 def test_install_report_shows_each_worker():
-    text = install_text([WorkerInstall("study", "study", {"six": "1.17.0"}),
-                         WorkerInstall("attic", "attic", {"six": None}, "RuntimeError: no wheel")])
+    text = install_text(InstallReport([WorkerInstall("study", "study", {"six": "1.17.0"}),
+                                       WorkerInstall("attic", "attic", {"six": None}, "attic: no wheel")],
+                                      ["nas: python /x did not run"]))
     assert "study   study  six=1.17.0   ok" in text and "six=MISSING  FAILED" in text
-    assert "failures:\n  RuntimeError: no wheel" in text
+    assert "failures:\n  attic: no wheel\n  nas: python /x did not run" in text

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from distributed import Client
 
+from .errors import HomeclusterError
 from .inventory import Inventory, inventory_path, load
 from .spec import build
 
@@ -28,6 +29,15 @@ def scheduler_address(inventory: str | Inventory | None = None) -> str:
 def connect(inventory: str | Inventory | None = None, timeout: float = 10, **client_kwargs) -> Client:
     """A dask Client connected to the inventory's running cluster (start it with `homecluster up`)."""
     return Client(scheduler_address(inventory), timeout=timeout, **client_kwargs)
+
+
+def cluster_client(inventory: str | Inventory | None = None) -> Client:
+    """connect() for the CLI: a cluster that is not running is a one-line error with the fix."""
+    try:
+        return connect(inventory)
+    except OSError as e:
+        raise HomeclusterError(f"no scheduler answers at {scheduler_address(inventory)} ({e}). "
+                               "Fix: homecluster up") from None
 
 
 @contextmanager

@@ -53,6 +53,10 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
     print(report.cluster_text(rep, inv, "ACTIONS"))
     print()
     print(report.workers_text(rep))
+    if rep.restored:
+        print("\ngiven to the new scheduler for every worker: " + "; ".join(rep.restored))
+    for e in rep.restore_errors:
+        print(f"warning: {e}", file=sys.stderr)
     if rep.ok:
         print("\nnothing changed: the cluster was already up" if not rep.changed else "\ncluster is up")
         _warn_versions(inv)
@@ -97,23 +101,34 @@ def cmd_doctor(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_install_pkg(inv: Inventory, args: argparse.Namespace) -> int:
+    from .additions import Additions, record_path
     from .install import install
 
+    if args.list:
+        lines = Additions(inv.path).lines()
+        print("\n".join(lines) if lines else f"nothing recorded in {record_path(inv.path)}")
+        return 0
+    if not args.packages:
+        print("error: install-pkg: name at least one package (or --list). Fix: homecluster install-pkg numpy",
+              file=sys.stderr)
+        return 2
     progress = Progress()
-    results = install(inv, args.packages, restart=args.restart, progress=progress)
+    rep = install(inv, args.packages, restart=args.restart, upgrade=args.upgrade, progress=progress)
     progress.done()
-    print(report.install_text(results))
-    return 0 if results and all(r.ok for r in results) else 1
+    print(report.install_text(rep))
+    return 0 if rep.ok else 1
 
 
 def cmd_upload(inv: Inventory, args: argparse.Namespace) -> int:
-    from .api import connect
+    from .additions import Additions
+    from .api import cluster_client
     from .upload import upload
 
-    with connect(inv) as client:
-        names = upload(client, args.paths, restart=args.restart)
+    with cluster_client(inv) as client:
+        names = upload(client, args.paths, restart=args.restart, record=Additions(inv.path))
         n = len(client.scheduler_info()["workers"])
-    print(f"uploaded {', '.join(names)} to {n} worker(s); workers that join later get them too")
+    print(f"uploaded {', '.join(names)} to {n} worker(s); workers that join later get them too, also after "
+          "the scheduler restarts (homecluster up gives recorded uploads to a new scheduler)")
     return 0
 
 
@@ -174,9 +189,12 @@ def parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", parents=[common], help="find version mismatches, pickle and port problems")
     dr.set_defaults(func=cmd_doctor)
     ip = sub.add_parser("install-pkg", parents=[common], help="install packages on every worker, offline")
-    ip.add_argument("packages", nargs="+", metavar="PKG", help="requirements such as numpy or 'pandas>=2,<3'")
+    ip.add_argument("packages", nargs="*", metavar="PKG", help="requirements such as numpy or 'pandas>=2,<3'")
     ip.add_argument("--restart", action="store_true", help="restart the workers afterwards (for upgrades of "
                                                            "modules they imported already)")
+    ip.add_argument("--upgrade", action="store_true", help="allow changing the version of packages the workers "
+                                                           "have already (refused otherwise, with the list)")
+    ip.add_argument("--list", action="store_true", help="show the recorded packages and uploads")
     ip.set_defaults(func=cmd_install_pkg)
     upl = sub.add_parser("upload", parents=[common], help="make local modules or packages importable on workers")
     upl.add_argument("paths", nargs="+", metavar="PATH", help="a .py module, a package directory, a .zip/.egg")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import commands, lock
+from .additions import Additions, restore
 from .commands import ProcessState
 from .errors import HostError
 from .group import Group, HostResult
@@ -47,6 +48,8 @@ class ClusterReport:
     hosts: dict[str, HostReport]
     scheduler_running: bool = False
     changed: bool = False
+    restored: list[str] = field(default_factory=list)
+    restore_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,7 +186,27 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
                 _dead_checker(group, inv, spec, reports))
     running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
     _settle(reports, seen, running, timeout)
-    return ClusterReport(spec, reports, scheduler_running=running, changed=changed)
+    rep = ClusterReport(spec, reports, scheduler_running=running, changed=changed)
+    sched_actions = reports[spec.scheduler.host].actions
+    if running and {f"{START} {SCHEDULER}", f"{RESTART} {SCHEDULER}"} & set(sched_actions):
+        _restore(inv, rep, progress)
+    return rep
+
+
+def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:
+    """A new scheduler knows no plugins: give it what install-pkg and upload recorded, for every worker."""
+    recorded = Additions(inv.path)
+    if recorded.empty:
+        return
+    from .api import connect
+
+    progress(f"giving the new scheduler {len(recorded.lines())} recorded package(s) and upload(s)")
+    try:
+        with connect(inv) as client:
+            rep.restore_errors = restore(client, recorded)
+    except OSError as e:
+        rep.restore_errors = [f"cannot reach the scheduler to restore recorded packages: {e}"]
+    rep.restored = recorded.lines()
 
 
 def _settle(reports: dict[str, HostReport], seen: dict[str, WorkerInfo], running: bool, timeout: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from dataclasses import dataclass
 
 from packaging.tags import mac_platforms
@@ -155,3 +156,30 @@ def target_of(facts: HostFacts, python: str) -> Target:
             facts.mac_ver.split(".")[0] + ".0"
         return Target(python, "Darwin", facts.machine, mac=mac)
     raise UnsupportedPlatform(f"{facts.system} hosts are not supported by setup yet")
+
+
+def interpreter_script(python: str) -> str:
+    """Print the facts of a given interpreter (a host's `python:`), for install-pkg on hosts homecluster does
+    not manage: the same `environment_facts` the install plugin sees on the worker."""
+    import inspect
+
+    from . import worker_plugins  # imports distributed: only commands that install load this
+
+    code = (textwrap.dedent(inspect.getsource(worker_plugins.environment_facts))
+            + 'import json\nprint("hc-env " + json.dumps(environment_facts()))\n')
+    return f"{shell_path(python)} -c {_sh_quote(code)}"
+
+
+def parse_interpreter(output: str) -> dict | None:
+    """The facts printed by `interpreter_script`, or None when the interpreter did not run."""
+    for line in output.splitlines():
+        if line.startswith("hc-env "):
+            return json.loads(line[len("hc-env "):])
+    return None
+
+
+def interpreter_target(env: dict) -> Target:
+    """The lock target of an interpreter from its facts."""
+    f = HostFacts(env["executable"], env["version"], env["system"], env["machine"], tuple(env["libc"]),
+                  env["mac_ver"], 0, False, "")
+    return target_of(f, f.minor)

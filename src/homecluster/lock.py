@@ -54,13 +54,45 @@ def pin(line: str) -> tuple[str, str]:
     return normalize(name.split("[")[0].strip()), _version(ver.split(";")[0].strip())
 
 
-def matches(locked: Locked, dists: tuple[str, ...]) -> bool:
-    """Whether an environment's installed distributions ("name-version" from *.dist-info) are exactly the lock."""
+def dist_versions(dists: tuple[str, ...]) -> dict[str, str]:
+    """Normalized name -> version from an environment's "name-version" dist-info names."""
     have = {}
     for d in dists:
         name, _, ver = d.rpartition("-")
         have[normalize(name)] = _version(ver)
-    return have == locked.names()
+    return have
+
+
+def matches(locked: Locked, dists: tuple[str, ...]) -> bool:
+    """Whether an environment's installed distributions ("name-version" from *.dist-info) are exactly the lock."""
+    return dist_versions(dists) == locked.names()
+
+
+@dataclass(frozen=True)
+class Change:
+    """An installed package whose version a resolution would change."""
+
+    name: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.old} -> {self.new}"
+
+
+def compare(installed: dict[str, str], locked: Locked) -> tuple[list[str], list[Change]]:
+    """What an environment with `installed` (name -> version) lacks of `locked`: the pins it does not have, and
+    the installed packages whose version the lock would change."""
+    have = {normalize(n): _version(v) for n, v in installed.items()}
+    adds, changed = [], []
+    for line in locked.requirements:
+        name, ver = pin(line)
+        if name not in have:
+            adds.append(line)
+        elif have[name] != ver:
+            adds.append(line)
+            changed.append(Change(name, have[name], ver))
+    return adds, changed
 
 
 def _version(v: str) -> str:
@@ -94,14 +126,16 @@ def inputs(env: Environment) -> tuple[list[str], list[str]]:
     return reqs, constraints
 
 
-def compile_command(env: Environment, target: Target, constraints_file: str) -> list[str]:
-    """The uv command that resolves the environment for one target (input on stdin)."""
-    cmd = ["uv", "pip", "compile", "-", "--python-version", target.python, "--python-platform",
-           target.uv_platform, "--only-binary", ":all:", "--no-header", "--no-annotate", "--quiet",
-           "--constraint", constraints_file]
-    if env.index_url:
-        cmd += ["--index-url", env.index_url]
-    for url in env.extra_index_urls:
+def compile_command(target: Target, constraints_file: str, output_file: str, index_url: str | None = None,
+                    extra_index_urls: tuple[str, ...] = ()) -> list[str]:
+    """The uv command that resolves requirements (on stdin) for one target, into `output_file`. Versions already
+    in that file are preferred (kept unless the requirements need another), as pip-compile does."""
+    cmd = ["uv", "pip", "compile", "-", "--output-file", output_file, "--python-version", target.python,
+           "--python-platform", target.uv_platform, "--only-binary", ":all:", "--no-header", "--no-annotate",
+           "--quiet", "--constraint", constraints_file]
+    if index_url:
+        cmd += ["--index-url", index_url]
+    for url in extra_index_urls:
         cmd += ["--extra-index-url", url]
     return cmd
 
@@ -121,18 +155,27 @@ def explain_failure(stderr: str, target: Target) -> str:
     return f"cannot resolve the environment for {target.key}: {cause}"
 
 
-def resolve(env: Environment, target: Target, uv: str) -> Locked:
-    """Run the resolver for one target."""
+def resolve(env: Environment, target: Target, uv: str, prefer: tuple[str, ...] = ()) -> Locked:
+    """Resolve the environment for one target, keeping the versions in `prefer` where they fit."""
     reqs, constraints = inputs(env)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as cf:
-        cf.write("\n".join(constraints) + "\n")
-        cf.flush()
-        cmd = [uv] + compile_command(env, target, cf.name)[1:]
-        p = subprocess.run(cmd, input="\n".join(reqs) + "\n", capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        raise LockError(explain_failure(p.stderr, target))
+    return compile_for(target, reqs, constraints, uv, prefer, env.index_url, env.extra_index_urls)
 
-    lines = tuple(ln.strip() for ln in p.stdout.splitlines() if ln.strip() and not ln.startswith("#"))
+
+def compile_for(target: Target, requirements: list[str], constraints: list[str], uv: str,
+                prefer: tuple[str, ...] = (), index_url: str | None = None,
+                extra_index_urls: tuple[str, ...] = ()) -> Locked:
+    """Run the resolver for one target: exact pins for `requirements` and everything they need."""
+    with tempfile.TemporaryDirectory(prefix="homecluster-lock-") as d:
+        cf, out = Path(d, "constraints.txt"), Path(d, "lock.txt")
+        cf.write_text("\n".join(constraints) + "\n")
+        out.write_text("".join(p + "\n" for p in prefer))
+        cmd = [uv] + compile_command(target, str(cf), str(out), index_url, extra_index_urls)[1:]
+        p = subprocess.run(cmd, input="\n".join(requirements) + "\n", capture_output=True, text=True,
+                           timeout=300)
+        if p.returncode != 0:
+            raise LockError(explain_failure(p.stderr, target))
+        text = out.read_text()
+    lines = tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
     return Locked(target.key, lines)
 
 

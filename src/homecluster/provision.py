@@ -100,6 +100,16 @@ def remote_wheels_script(host_dir: str) -> str:
     return f"mkdir -p {shell_path(host_dir + '/wheels')} && ls {shell_path(host_dir + '/wheels')}"
 
 
+def find_python(runner, inv: Inventory, host: Host, python: str) -> HostFacts:
+    """The facts of a host's Python `python` (major.minor) and of its managed environment, over its runner."""
+    r = runner.run(hostfacts.facts_script(python, run_dir(inv, host), env_dir(inv, host)))
+    f = hostfacts.parse_facts(r.stdout)
+    if f is None:
+        raise HostError(f"{host.name}: no Python {python} found. Fix: "
+                        f"{hostfacts.install_hint(python, host.os)}, or set python: for this host")
+    return f
+
+
 class Setup:
     """One `homecluster setup` run over some hosts of an inventory."""
 
@@ -148,12 +158,7 @@ class Setup:
         return targets, failed
 
     def _facts(self, runner, host: Host) -> HostFacts:
-        r = runner.run(hostfacts.facts_script(self.env.python, run_dir(self.inv, host), env_dir(self.inv, host)))
-        f = hostfacts.parse_facts(r.stdout)
-        if f is None:
-            raise HostError(f"{host.name}: no Python {self.env.python} found. Fix: "
-                            f"{hostfacts.install_hint(self.env.python, host.os)}, or set python: for this host")
-        return f
+        return find_python(runner, self.inv, host, self.env.python)
 
     def _prepare(self, targets: dict[str, Target], out: dict[str, HostResult]) -> dict[str, Target]:
         """Lock and fill the wheelhouse once per target, before any host is touched; return the hosts whose

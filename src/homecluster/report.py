@@ -105,11 +105,11 @@ def doctor_text(rep) -> str:
     return "\n".join([head, "", table(["WHERE", "CHECK", "CLIENT", "THERE", "VERDICT", "FIX"], rows), "", verdict])
 
 
-def install_text(results) -> str:
+def install_text(rep) -> str:
     """One row per worker: the installed version of each requested package, or the error."""
-    if not results:
-        return "no workers are running. Fix: homecluster up"
+    if not rep.workers:
+        return with_failures(["no workers are running. Fix: homecluster up"], rep.host_errors)
     rows = [[r.worker, r.host, " ".join(f"{n}={v or 'MISSING'}" for n, v in r.versions.items()),
-             "ok" if r.ok else "FAILED"] for r in results]
+             "ok" if r.ok else "FAILED"] for r in rep.workers]
     out = [table(["WORKER", "HOST", "INSTALLED", "STATUS"], rows)]
-    return with_failures(out, sorted({r.error for r in results if r.error}))
+    return with_failures(out, sorted({r.error for r in rep.workers if r.error}) + rep.host_errors)

@@ -4,6 +4,7 @@ A module (.py) or an archive (.zip/.egg) goes as it is; a package directory is z
 __pycache__, .git, tests and other clutter). distributed's `upload_file` registers an UploadFile plugin, so
 the scheduler hands the file to late joiners too. Re-uploading a changed .py module reloads it in the workers;
 a changed package (zip) keeps Python's zip import cache in each worker, so use `restart=True` for those.
+Recorded uploads are given again by `up` to a newly started scheduler (additions.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .additions import Additions
 from .errors import HomeclusterError
 
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", ".mypy_cache",
@@ -49,13 +51,16 @@ def prepare(path: str | Path, out_dir: Path) -> Path:
                            "a package directory, or a .zip/.egg")
 
 
-def upload(client, paths: list[str], restart: bool = False) -> list[str]:
-    """Upload each path to every worker (and late joiners); returns the uploaded file names."""
+def upload(client, paths: list[str], restart: bool = False, record: Additions | None = None) -> list[str]:
+    """Upload each path to every worker (and late joiners); returns the uploaded file names. With `record`,
+    each file is also recorded there, so `up` gives it to a new scheduler."""
     done = []
     with tempfile.TemporaryDirectory(prefix="homecluster-upload-") as tmp:
         files = [prepare(p, Path(tmp)) for p in paths]  # check every path before the cluster is touched
         for f in files:
             client.upload_file(str(f), load=True)
+            if record is not None:
+                record.add_upload(f)
             done.append(f.name)
     if restart:
         client.restart()

@@ -33,6 +33,24 @@ def cache_root() -> Path:
     return Path(base) / "homecluster"
 
 
+def wheels_in(directory: Path) -> dict[tuple[str, str], Path]:
+    """(normalized name, version) -> wheel file, for the wheels in a directory."""
+    out = {}
+    for f in directory.glob("*.whl") if directory.is_dir() else []:
+        try:
+            name, ver, _, _ = parse_wheel_filename(f.name)
+        except InvalidWheelFilename:
+            continue
+        out[(normalize(name), str(ver))] = f
+    return out
+
+
+def recorded_files(target_key: str, pins: list[str], root: Path | None = None) -> list[Path]:
+    """The wheel files of pinned requirements already in the wheelhouse of a target (by its key)."""
+    have = wheels_in((root or cache_root()) / "wheelhouse" / target_key)
+    return [have[pin(r)] for r in pins if pin(r) in have]
+
+
 class Wheelhouse:
     """Wheels for one target, in <cache>/wheelhouse/<target>/."""
 
@@ -43,14 +61,7 @@ class Wheelhouse:
 
     def wheels(self) -> dict[tuple[str, str], Path]:
         """(normalized name, version) -> wheel file."""
-        out = {}
-        for f in self.dir.glob("*.whl") if self.dir.is_dir() else []:
-            try:
-                name, ver, _, _ = parse_wheel_filename(f.name)
-            except InvalidWheelFilename:
-                continue
-            out[(normalize(name), str(ver))] = f
-        return out
+        return wheels_in(self.dir)
 
     def missing(self, requirements: list[str]) -> list[str]:
         have = self.wheels()
@@ -92,8 +103,6 @@ class Wheelhouse:
             for r in need:
                 log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.target.key} {r}\n")
         return need
-
-
 
 
 def with_tools(locked: Locked, uv_version: str) -> list[str]:
