@@ -46,7 +46,7 @@ def on_workers(inv: Path, fn) -> dict:
 
 
 def imports():
-    import termcolor
+    import termcolor  # noqa: F401 - importable is the point
     import ujson
     from importlib.metadata import version
     return version("termcolor"), ujson.dumps([1])

@@ -7,6 +7,7 @@ the SSH session; their pid, log and fingerprint files live in the process spec's
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -140,6 +141,14 @@ def parse_probe(output: str) -> dict[str, ProcessState]:
             role, pid, alive, spec = m.groups()
             states[role] = ProcessState(role, int(pid) if pid else None, alive == "1", spec)
     return states
+
+
+def json_line(output: str, tag: str) -> dict | None:
+    """The JSON after the first line that starts with `tag ` (how host-side Python reports facts), or None."""
+    for line in output.splitlines():
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    return None
 
 
 def parse_started(output: str) -> int | None:

@@ -147,9 +147,7 @@ def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict
     sched = spec.scheduler.host
 
     def died(name: str, role: str) -> None:
-        r = group.runners[name].run(commands.logs_script(run_dir(inv, inv.hosts[name]), role, 60))
-        reports[name].error = (f"{name}: the {role} process exited: {commands.summarize_log(r.stdout)}. "
-                               f"Fix: see homecluster logs {name} --role {role}")
+        _report_death(group, inv, reports[name], role)
 
     def check(missing: set[str]) -> set[str]:
         worker_hosts = {owner[n] for n in missing}
@@ -166,6 +164,35 @@ def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict
     return check
 
 
+def _report_death(group: Group, inv: Inventory, report: HostReport, role: str) -> None:
+    """A host's process exited: its error is the cause line of its log."""
+    name = report.host
+    r = group.runners[name].run(commands.logs_script(run_dir(inv, inv.hosts[name]), role, 60))
+    report.error = (f"{name}: the {role} process exited: {commands.summarize_log(r.stdout)}. "
+                    f"Fix: see homecluster logs {name} --role {role}")
+
+
+def _wait(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport], timeout: float,
+          progress: Progress) -> tuple[dict[str, WorkerInfo], bool]:
+    """Wait for the workers of the hosts that did not fail; the registered workers, and whether the scheduler
+    runs. A process that died meanwhile is reported on its host with its log's cause line."""
+    sched = reports[spec.scheduler.host]
+    seen: dict[str, WorkerInfo] = {}
+    if SCHEDULER in sched.pids:
+        expected = {n for r in reports.values() if r.error is None for n in r.expected}
+        seen = wait_for_workers(
+            spec.scheduler_address, expected, timeout,
+            lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
+            _dead_checker(group, inv, spec, reports))
+    running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
+    if not running and SCHEDULER in sched.pids and sched.error is None:
+        # the workers may have died first (nothing left to wait for) before the checker saw the scheduler go
+        probe = group.each([sched.host], lambda runner, host: _probe(runner, host, inv))[sched.host]
+        if probe.ok and not probe.value[SCHEDULER].alive:
+            _report_death(group, inv, sched, SCHEDULER)
+    return seen, running
+
+
 def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: None) -> ClusterReport:
     """Bring the cluster to the state the inventory describes, and wait for every worker to register."""
     spec = build(inv, lock.digest(inv))
@@ -177,14 +204,7 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
         results = group.each(order, _pipeline(inv, spec, reports))
         _record_failures(reports, results)
         changed = any(s.action != KEEP for r in results.values() if r.ok for s in r.value)
-        seen: dict[str, WorkerInfo] = {}
-        if SCHEDULER in reports[spec.scheduler.host].pids:
-            expected = {n for r in reports.values() if r.error is None for n in r.expected}
-            seen = wait_for_workers(
-                spec.scheduler_address, expected, timeout,
-                lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
-                _dead_checker(group, inv, spec, reports))
-    running = bool(seen) or scheduler_workers(spec.scheduler_address) is not None
+        seen, running = _wait(group, inv, spec, reports, timeout, progress)
     _settle(reports, seen, running, timeout)
     rep = ClusterReport(spec, reports, scheduler_running=running, changed=changed)
     sched_actions = reports[spec.scheduler.host].actions

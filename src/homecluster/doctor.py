@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import shlex
 import socket
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .commands import shell_path
+from .commands import json_line, shell_path
 from .group import Group
 from .inventory import Host, Inventory
 from .lock import requirement_name
@@ -96,10 +95,7 @@ def versions_script(python: str, packages: list[str], payload: str) -> str:
 
 
 def parse_versions(output: str) -> dict | None:
-    for line in output.splitlines():
-        if line.startswith("hc-versions "):
-            return json.loads(line[len("hc-versions "):])
-    return None
+    return json_line(output, "hc-versions")
 
 
 def client_versions(packages: list[str]) -> dict[str, str | None]:

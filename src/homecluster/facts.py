@@ -6,14 +6,13 @@ platform arithmetic are pure, so they are tested on recorded output.
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from dataclasses import dataclass
 
 from packaging.tags import mac_platforms
 
-from .commands import shell_path
+from .commands import json_line, shell_path
 
 # Where a Python of the wanted version usually lives, in the order they are tried.
 CANDIDATES = ("python{v}", "/usr/bin/python{v}", "/usr/local/bin/python{v}", "/opt/homebrew/bin/python{v}",
@@ -88,13 +87,11 @@ def _sh_quote(text: str) -> str:
 
 def parse_facts(output: str) -> HostFacts | None:
     """The facts from `facts_script` output; None when no matching Python was found."""
-    for line in output.splitlines():
-        if line.startswith("hc-facts "):
-            d = json.loads(line[len("hc-facts "):])
-            return HostFacts(d["executable"], d["version"], d["system"], d["machine"], tuple(d["libc"]),
-                             d["mac_ver"], int(d["free_bytes"]), bool(d["env_python"]), d["env_lock"],
-                             tuple(d.get("env_dists", ())))
-    return None
+    d = json_line(output, "hc-facts")
+    if d is None:
+        return None
+    return HostFacts(d["executable"], d["version"], d["system"], d["machine"], tuple(d["libc"]), d["mac_ver"],
+                     int(d["free_bytes"]), bool(d["env_python"]), d["env_lock"], tuple(d.get("env_dists", ())))
 
 
 def install_hint(python: str, os_name: str) -> str:
@@ -172,10 +169,7 @@ def interpreter_script(python: str) -> str:
 
 def parse_interpreter(output: str) -> dict | None:
     """The facts printed by `interpreter_script`, or None when the interpreter did not run."""
-    for line in output.splitlines():
-        if line.startswith("hc-env "):
-            return json.loads(line[len("hc-env "):])
-    return None
+    return json_line(output, "hc-env")
 
 
 def interpreter_target(env: dict) -> Target:

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
