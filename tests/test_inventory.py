@@ -59,6 +59,17 @@ def test_shipped_inventory_is_valid_and_local():
 
 BASE = {"cluster": "cluster:\n  scheduler: a\n", "hosts": "hosts:\n  a: {address: 10.0.0.1}\n  b: {address: 10.0.0.2}\n"}
 
+
+def host_a(keys: str) -> str:
+    """An inventory whose one host has these keys besides its address (they are on line 4)."""
+    return BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, %s}\n" % keys
+
+
+LAUGHS_LIST = "[&l0 [x, x, x, x, x, x, x, x, x], " + ", ".join(f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]"
+                                                             for i in range(1, 9)) + "]"
+LAUGHS_MAP = "{A0: &m0 {k0: 1, k1: 1, k2: 1}, " + ", ".join(f"A{i}: &m{i} {{k0: *m{i - 1}, k1: *m{i - 1}, k2: "
+                                                               f"*m{i - 1}}}" for i in range(1, 20)) + "}"
+
 # (case id, inventory text, expected line, text that must appear in the message)
 BAD = [
     ("yaml-syntax", "hosts:\n  a: {address: 10.0.0.1\n", 3, "not valid YAML"),
@@ -129,6 +140,39 @@ BAD = [
     ("env-bad-index-url", BASE["cluster"] + BASE["hosts"] + "environment:\n  index_url: pypi.org\n", 7,
      "is not an index URL"),
     ("bad-cluster-name", "cluster:\n  name: 'my cluster'\n  scheduler: a\n" + BASE["hosts"], 2, "not a usable name"),
+    # Inputs that used to crash the loader (exit 3), found by tests/test_inventory_fuzz.py or named in issue 9.
+    ("death-timeout-empty", host_a("death_timeout: ''"), 4, "cannot read '' as a duration"),
+    ("defaults-death-timeout-mapping", BASE["cluster"] + "defaults:\n  death_timeout: {}\n" + BASE["hosts"], 4,
+     "defaults.death_timeout: cannot read {} as a duration"),
+    ("death-timeout-overflow", host_a("death_timeout: 1e400"), 4, "cannot read '1e400' as a duration"),
+    ("death-timeout-over-a-week", host_a("death_timeout: 8d"), 4, "'8d' is not between 0 and a week"),
+    ("nthreads-overflow", host_a("nthreads: 1" + "0" * 400), 4, "100000000000000000...0000000000000000000 is out of "
+     "range. Fix: use a number between 1 and 1024"),
+    ("nworkers-too-many", host_a("nworkers: 5000"), 4, "use a number between 0 and 1024"),
+    ("memory-overflow", host_a("memory_limit: 1e400GB"), 4, "cannot read '1e400GB' as a memory size"),
+    ("memory-too-large", host_a("memory_limit: 2PiB"), 4, "'2PiB' is more than 1 PiB"),
+    ("memory-empty", host_a("memory_limit: ''"), 4, "cannot read '' as a memory size"),
+    ("resource-infinite", host_a("resources: {GPU: .inf}"), 4, "resource GPU has amount inf"),
+    ("nul-in-value", host_a('user: "al\\0ice"'), 4, "user: 'al\\x00ice' holds a line break or a NUL byte"),
+    ("nul-byte-in-file", host_a("user: al\x00ice"), 4, "not valid YAML (the character '\\x00' is not allowed)"),
+    ("line-break-in-host-name", BASE["cluster"] + 'hosts:\n  "a\\n": {address: 10.0.0.1}\n', 4,
+     "hosts.'a\\n': 'a\\n' is not a usable name"),
+    ("line-break-in-env-value", host_a('env: {X: "a\\nb"}'), 4, "variable X has value 'a\\nb'"),
+    ("address-with-space", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1 x}\n", 4,
+     "'10.0.0.1 x' is not an IP address or host name"),
+    ("index-url-line-break", BASE["cluster"] + BASE["hosts"] + 'environment:\n  index_url: "https://x\\n"\n', 7,
+     "'https://x\\n' is not an index URL"),
+    ("port-range-too-many-digits", BASE["cluster"] + "  worker_ports: '99999999:1'\n" + BASE["hosts"], 3,
+     "cannot read '99999999:1' as a port range"),
+    ("number-too-long", host_a("port: " + "9" * 5000), 4, "not valid YAML (cannot read '999999999"),
+    ("impossible-date", host_a("user: 2024-13-45"), 4, "not valid YAML (cannot read '2024-13-45')"),
+    ("tag-misfit", host_a("nworkers: !!int ''"), 4, "not valid YAML (cannot read ''). Fix: write a number"),
+    ("nested-too-deep", host_a("env: " + "[" * 60 + "]" * 60), 4, "nested more than 50 deep"),
+    ("alias-inside-itself", BASE["cluster"] + "hosts:\n  a: &a {address: 10.0.0.1, env: *a}\n", 4,
+     "alias *a is inside its own anchor"),
+    ("billion-laughs-list", host_a("memory_limit: " + LAUGHS_LIST), 4,
+     "memory_limit: cannot read [['x', 'x', 'x', 'x', ...], [[...]"),
+    ("billion-laughs-mapping", host_a("env: " + LAUGHS_MAP), 4, "variable A0 has value {'k0': 1"),
 ]
 
 
@@ -149,6 +193,13 @@ def test_bad_cases_have_distinct_messages():
             parse(text, "inv.yaml")
         messages.add(str(info.value))
     assert len(messages) == len(BAD) >= 15
+
+
+def test_file_that_is_not_utf8_is_located(tmp_path):
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_bytes(b"hosts:\n  me: {connection: local, user: \xe9mile}\n")
+    with pytest.raises(InventoryError, match=r"inventory.yaml:2: not UTF-8 text \(byte 0xe9\). Fix: save the file"):
+        load(inv_file)
 
 
 def test_missing_file_names_the_fix(tmp_path):
@@ -181,6 +232,14 @@ def test_environment_section(tmp_path):
     assert env.packages == ("numpy>=2", "six==1.17.0")
     assert env.python == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert interpreter(load(inv_file), load(inv_file).hosts["me"]).endswith("/home/me/env/bin/python")
+
+
+def test_requirements_file_that_is_not_utf8_cannot_be_read(tmp_path):
+    (tmp_path / "req.txt").write_bytes(b"caf\xe9\n")
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("hosts:\n  me: {connection: local}\nenvironment:\n  packages: req.txt\n")
+    with pytest.raises(InventoryError, match=r"req.txt cannot be read"):
+        load(inv_file)
 
 
 def test_requirements_file_with_options_is_refused(tmp_path):

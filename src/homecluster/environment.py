@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from .errors import one_line, shown
+
 KNOWN_PYTHONS = tuple(f"3.{m}" for m in range(10, 15))  # what dask 2024+ supports
 KEYS = ("python", "packages", "index_url", "extra_index_urls")
 Fail = Callable[[tuple, str, str], Exception]
@@ -58,10 +60,10 @@ def parse(raw: Any, fail: Fail, base_dir: Path) -> Environment | None:
 
 def _python(value: Any, fail: Fail) -> str:
     if isinstance(value, float):
-        raise fail(("environment", "python"), f"{value!r} is a number, and 3.10 would read as 3.1",
+        raise fail(("environment", "python"), f"{shown(value)} is a number, and 3.10 would read as 3.1",
                    'quote the version: python: "3.11"')
     if not isinstance(value, str) or not re.fullmatch(r"3\.\d+", value):
-        raise fail(("environment", "python"), f"{value!r} is not a major.minor Python version",
+        raise fail(("environment", "python"), f"{shown(value)} is not a major.minor Python version",
                    'write it as python: "3.11"')
     if value not in KNOWN_PYTHONS:
         raise fail(("environment", "python"), f"unknown Python version {value}",
@@ -72,19 +74,19 @@ def _python(value: Any, fail: Fail) -> str:
 def _list(value: Any, key: str, fail: Fail) -> list:
     if isinstance(value, list):
         return value
-    raise fail(("environment", key), f"expected a list, got {value!r}", f"write {key}: [first, second]")
+    raise fail(("environment", key), f"expected a list, got {shown(value)}", f"write {key}: [first, second]")
 
 
 def _url(value: Any, keypath: tuple, fail: Fail) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^(https?|file)://\S+$", value):
-        raise fail(keypath, f"{value!r} is not an index URL", "write a URL such as https://pypi.org/simple")
+    if not isinstance(value, str) or not re.fullmatch(r"(https?|file)://[^\s\x00]+", value):
+        raise fail(keypath, f"{shown(value)} is not an index URL", "write a URL such as https://pypi.org/simple")
     return value
 
 
 def _packages(value: Any, fail: Fail, base_dir: Path) -> tuple[str, ...]:
-    if isinstance(value, str):
+    if isinstance(value, str) and one_line(value):
         return _requirements_file(base_dir / value, fail)
     items = _list(value, "packages", fail)
     return tuple(_requirement(item, ("environment", "packages"), fail) for item in items)
@@ -92,19 +94,19 @@ def _packages(value: Any, fail: Fail, base_dir: Path) -> tuple[str, ...]:
 
 def _requirement(item: Any, keypath: tuple, fail: Fail) -> str:
     try:
-        if not isinstance(item, str):
-            raise InvalidRequirement(f"expected a text such as 'numpy==2.1', got {item!r}")
+        if not isinstance(item, str) or not one_line(item):
+            raise InvalidRequirement(f"expected a one-line text such as 'numpy==2.1', got {shown(item)}")
         return str(Requirement(item))
     except InvalidRequirement as e:
         first = str(e).splitlines()[0]
-        raise fail(keypath, f"bad requirement {item!r} ({first})",
+        raise fail(keypath, f"bad requirement {shown(item)} ({first})",
                    "write a requirement such as numpy, numpy==2.1.3 or 'pandas>=2,<3'") from None
 
 
 def _requirements_file(path: Path, fail: Fail) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         raise fail(("environment", "packages"), f"requirements file {path} cannot be read",
                    "give a list of packages, or a path relative to the inventory file") from None
     out = []

@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import reprlib
+from typing import Any
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4
+_NOT_IN_A_LINE = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # NUL, and where splitlines() splits
+
+
+def shown(value: Any) -> str:
+    """A value as a message shows it: its repr, long texts and containers cut short."""
+    return _SHORT.repr(value)
+
+
+def one_line(text: str) -> bool:
+    """Whether a text fits in a one-line message and in a command line: no line break, no NUL byte."""
+    return not _NOT_IN_A_LINE.search(text)
+
 
 class HomeclusterError(Exception):
     """An expected failure: its message is one line that says what is wrong and how to fix it."""

@@ -18,11 +18,17 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from . import environment
 from .environment import Environment
-from .errors import InventoryError
+from .errors import InventoryError, one_line, shown
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-PORT_RANGE_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # names, variables and port ranges match whole (fullmatch)
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PORT_RANGE_RE = re.compile(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*")
+MAX_PROCESSES = 1024  # the most worker processes per host, and threads per worker process
+MAX_SECONDS = 7 * 24 * 3600
+MAX_MEMORY = 2**50  # 1 PiB
+MAX_AMOUNT = 1e15  # of a resource
+MAX_DEPTH = 50  # nesting of the YAML: an inventory needs 5
+MAX_INT_BITS = 10_000  # a YAML integer longer than that cannot be printed (Python limits int to 4300 digits)
 
 
 @dataclass(frozen=True)
@@ -105,33 +111,44 @@ class Inventory:
         return [self.hosts[n] for n in names]
 
 
-# --- value checkers: each returns the clean value or raises ValueError("expected ..., fix") ---------------
+# --- value checkers: each returns the clean value or raises Bad(problem, fix) ---------------------------------
 
 class Bad(ValueError):
     """A value that does not fit; args: (problem, fix)."""
 
 
-def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise Bad(f"expected a whole number, got {v!r}", f"write a number such as {lo if lo is not None else 1}")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-            raise Bad(f"{v} is out of range", f"use a number {bounds}")
+            raise Bad(f"expected a whole number, got {shown(v)}", f"write a number such as {lo}")
+        if not lo <= v <= hi:
+            raise Bad(f"{shown(v)} is out of range", f"use a number between {lo} and {hi}")
         return v
     return check
 
 
+def _line(v: str) -> str:
+    if not one_line(v):
+        raise Bad(f"{shown(v)} holds a line break or a NUL byte", "write it on one line, without control characters")
+    return v
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise Bad(f"expected a non-empty text, got {v!r}", "write a text value (quote it if in doubt)")
+        raise Bad(f"expected a non-empty text, got {shown(v)}", "write a text value (quote it if in doubt)")
+    return _line(v)
+
+
+def _address(v: Any) -> str:
+    if len(_str(v)) > 253 or v.startswith("-") or any(c.isspace() for c in v):
+        raise Bad(f"{shown(v)} is not an IP address or host name", "write an address such as 192.168.1.10 or nas.local")
     return v
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if v not in options:
-            raise Bad(f"{v!r} is not one of {', '.join(options)}", f"use one of: {', '.join(options)}")
+            raise Bad(f"{shown(v)} is not one of {', '.join(options)}", f"use one of: {', '.join(options)}")
         return v
     return check
 
@@ -144,45 +161,54 @@ def _backend(v: Any) -> str:
 
 
 def _name(v: Any) -> str:
-    if not isinstance(v, str) or not NAME_RE.match(v) or v.isdigit():
-        raise Bad(f"{v!r} is not a usable name",
+    if not isinstance(v, str) or not NAME_RE.fullmatch(v) or v.isdigit():
+        raise Bad(f"{shown(v)} is not a usable name",
                   "use letters, digits, '.', '_' or '-', starting with a letter or digit, not only digits")
     return v
+
+
+def _parsed(parse: Callable[[str], float], v: Any) -> float | None:
+    """What one of dask's parsers reads in a number or a one-line text; None where it cannot read it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    text = str(v)
+    if not text.strip() or not one_line(text):
+        return None
+    try:
+        return float(parse(text))
+    except (ValueError, KeyError, IndexError, OverflowError):  # what parse_bytes and parse_timedelta raise on junk
+        return None
 
 
 def _memory(v: Any) -> str:
     if v == "auto":
         return v
-    try:
-        if isinstance(v, bool):
-            raise ValueError
-        size = v if isinstance(v, int) else parse_bytes(str(v))
-    except (ValueError, TypeError):
-        raise Bad(f"cannot read {v!r} as a memory size", "write a size such as 4GB, 1.5GiB or 512MB, or auto")
+    size = _parsed(parse_bytes, v)
+    if size is None:
+        raise Bad(f"cannot read {shown(v)} as a memory size", "write a size such as 4GB, 1.5GiB or 512MB, or auto")
     if size <= 0:
-        raise Bad(f"memory size {v!r} is not positive", "write a size such as 4GB, or auto")
+        raise Bad(f"memory size {shown(v)} is not positive", "write a size such as 4GB, or auto")
+    if size > MAX_MEMORY:
+        raise Bad(f"memory size {shown(v)} is more than 1 PiB", "write a size such as 4GB, or auto")
     return str(v)
 
 
 def _seconds(v: Any) -> float:
-    try:
-        if isinstance(v, bool):
-            raise ValueError
-        secs = float(parse_timedelta(v, default="seconds"))
-    except (ValueError, TypeError, KeyError):
-        raise Bad(f"cannot read {v!r} as a duration", "write seconds such as 120, or a duration such as 2min")
-    if secs <= 0:
-        raise Bad(f"duration {v!r} is not positive", "write a positive number of seconds such as 120")
+    secs = _parsed(parse_timedelta, v)
+    if secs is None:
+        raise Bad(f"cannot read {shown(v)} as a duration", "write seconds such as 120, or a duration such as 2min")
+    if not 0 < secs <= MAX_SECONDS:
+        raise Bad(f"duration {shown(v)} is not between 0 and a week", "write a positive number of seconds such as 120")
     return secs
 
 
 def _port_range(v: Any) -> PortRange:
-    m = PORT_RANGE_RE.match(str(v)) if isinstance(v, str) else None
+    m = PORT_RANGE_RE.fullmatch(v) if isinstance(v, str) else None
     if not m:
-        raise Bad(f"cannot read {v!r} as a port range", 'write it as "first:last", such as "9000:9099" (quoted)')
+        raise Bad(f"cannot read {shown(v)} as a port range", 'write it as "first:last", such as "9000:9099" (quoted)')
     first, last = int(m.group(1)), int(m.group(2))
     if not (1024 <= first <= last <= 65535):
-        raise Bad(f"range {v!r} is not first <= last within 1024..65535", 'write a range such as "9000:9099"')
+        raise Bad(f"range {shown(v)} is not first <= last within 1024..65535", 'write a range such as "9000:9099"')
     return PortRange(first, last)
 
 
@@ -192,26 +218,26 @@ def _optional_port(v: Any) -> int | None:
 
 def _resources(v: Any) -> dict[str, float]:
     if not isinstance(v, dict):
-        raise Bad(f"expected a mapping of resource name to amount, got {v!r}", "write it as {GPU: 1}")
+        raise Bad(f"expected a mapping of resource name to amount, got {shown(v)}", "write it as {GPU: 1}")
     out = {}
     for k, amount in v.items():
-        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
-            raise Bad(f"resource name {k!r} is not usable", "use a name such as GPU or MEMORY")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-            raise Bad(f"resource {k} has amount {amount!r}", "give a positive number, such as GPU: 1")
+        if not isinstance(k, str) or not ENV_NAME_RE.fullmatch(k):
+            raise Bad(f"resource name {shown(k)} is not usable", "use a name such as GPU or MEMORY")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount <= MAX_AMOUNT:
+            raise Bad(f"resource {k} has amount {shown(amount)}", "give a positive number, such as GPU: 1")
         out[k] = amount
     return out
 
 
 def _env(v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
-        raise Bad(f"expected a mapping of variable name to value, got {v!r}", "write it as {OMP_NUM_THREADS: 1}")
+        raise Bad(f"expected a mapping of variable name to value, got {shown(v)}", "write it as {OMP_NUM_THREADS: 1}")
     out = {}
     for k, value in v.items():
-        if not isinstance(k, str) or not ENV_NAME_RE.match(k):
-            raise Bad(f"{k!r} is not a valid environment variable name", "use letters, digits and _")
-        if isinstance(value, (dict, list)) or value is None:
-            raise Bad(f"variable {k} has value {value!r}", "give a text or number value")
+        if not isinstance(k, str) or not ENV_NAME_RE.fullmatch(k):
+            raise Bad(f"{shown(k)} is not a valid environment variable name", "use letters, digits and _")
+        if not isinstance(value, (str, int, float)) or not one_line(str(value)):
+            raise Bad(f"variable {k} has value {shown(value)}", "give a text or number value, on one line")
         out[k] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
@@ -226,7 +252,7 @@ CLUSTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
 }
 
 HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "address": (_str, "IP address or DNS name on the home network"),
+    "address": (_address, "IP address or DNS name on the home network"),
     "port": (_int(1, 65535), "SSH port"),
     "user": (_str, "SSH user"),
     "ssh_key": (_str, "private key file for SSH"),
@@ -235,8 +261,8 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "os": (_choice("linux", "macos", "windows"), "operating system of the host"),
     "backend": (_backend, "how processes run: native (docker comes later)"),
     "python": (_str, "Python interpreter on the host that has dask installed"),
-    "nworkers": (_int(0), "worker processes on the host; 0 for none"),
-    "nthreads": (_int(1), "threads per worker process"),
+    "nworkers": (_int(0, MAX_PROCESSES), "worker processes on the host; 0 for none"),
+    "nthreads": (_int(1, MAX_PROCESSES), "threads per worker process"),
     "memory_limit": (_memory, "memory limit per worker process, such as 4GB, or auto"),
     "death_timeout": (_seconds, "seconds a worker waits for the scheduler before giving up"),
     "local_directory": (_str, "scratch directory of the workers"),
@@ -250,21 +276,87 @@ SECTIONS = ("cluster", "defaults", "hosts", "environment")
 
 # --- YAML with line numbers -----------------------------------------------------------------------------
 
-def _positions(node: yaml.Node | None, path: tuple = (), out: dict | None = None, file: str = "") -> dict:
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, refusing at their line what it would crash on or what no inventory holds: nesting
+    deeper than Python's stack, an alias inside its own anchor, a scalar its tag does not fit (2024-13-45,
+    !!int x), an integer too long to print."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.open_anchors: list[str | None] = []
+
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.open_anchors:
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is inside its own anchor",
+                                              event.start_mark, "refer to an anchor only after it ends")
+        if len(self.open_anchors) >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} deep", event.start_mark,
+                                              "close the brackets, or nest fewer levels")
+        self.open_anchors.append(event.anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_anchors.pop()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep)
+            if not (isinstance(value, int) and value.bit_length() > MAX_INT_BITS):
+                return value
+        except (ValueError, LookupError, AttributeError):  # what yaml's scalar constructors raise on a misfit
+            pass
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read {shown(node.value)}", node.start_mark,
+                                                "write a number or a date that exists, or quote it as text")
+
+
+def _yaml(text: str, path: str) -> tuple[Any, dict]:
+    """The data of the YAML text and the line of each key path; broken YAML is an InventoryError at its line."""
+    try:
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            lines = _positions(root, path)
+            return (None if root is None else loader.construct_document(root)), lines
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, such as NUL
+        raise InventoryError(path, text.count("\n", 0, e.position) + 1, "", f"not valid YAML (the character "
+                             f"{chr(e.character)!r} is not allowed)", "delete it; YAML is printable text") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise InventoryError(path, mark.line + 1 if mark else None, "", f"not valid YAML ({e.problem or e.context})",
+                             e.note or "check the indentation and quoting on that line") from None
+
+
+def _positions(root: yaml.Node | None, file: str) -> dict:
     """Map each key path to its line (1-based); reject duplicate keys, which YAML would silently merge."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        seen: set = set()
+    out: dict = {}
+    walked: set = set()  # a node an alias repeats is walked once, so a billion laughs stays small
+
+    def walk(node: yaml.Node | None, path: tuple) -> None:
+        if not isinstance(node, yaml.MappingNode) or node in walked:
+            return
+        walked.add(node)
+        keys: set = set()
         for key_node, value_node in node.value:
-            key = key_node.value
-            here = path + (key,)
-            if key in seen:
-                raise InventoryError(file, key_node.start_mark.line + 1, ".".join(map(str, here)),
-                                     "this key appears twice", "keep one of the two")
-            seen.add(key)
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: the constructor refuses it
+            here = path + (key_node.value,)
+            if key_node.value in keys:
+                raise InventoryError(file, key_node.start_mark.line + 1, _keypath(here), "this key appears twice",
+                                     "keep one of the two")
+            keys.add(key_node.value)
             out[here] = key_node.start_mark.line + 1
-            _positions(value_node, here, out, file)
+            walk(value_node, here)
+
+    walk(root, ())
     return out
+
+
+def _keypath(keypath: tuple) -> str:
+    """A key path as messages show it: hosts.laptop.nworkers, with a key that is not plain text as its repr."""
+    return ".".join(k if isinstance(k, str) and k.isprintable() and len(k) <= 60 else shown(k) for k in keypath)
 
 
 class _Reader:
@@ -279,7 +371,7 @@ class _Reader:
             line = self.lines.get(keypath[:i])
             if line:
                 break
-        return InventoryError(self.path, line, ".".join(map(str, keypath)), problem, fix)
+        return InventoryError(self.path, line, _keypath(keypath), problem, fix)
 
     def mapping(self, value: Any, keypath: tuple, what: str) -> dict:
         if value is None:
@@ -307,15 +399,8 @@ class _Reader:
 
 def parse(text: str, path: str = "inventory.yaml") -> Inventory:
     """Parse and validate inventory text; `path` is only used in messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise InventoryError(path, line, "", f"not valid YAML ({e.problem})",
-                             "check the indentation and quoting on that line") from None
-    reader = _Reader(path, _positions(root, file=path))
+    data, lines = _yaml(text, path)
+    reader = _Reader(path, lines)
     data = reader.mapping(data, (), "sections")
     for key in data:
         if key not in SECTIONS:
@@ -362,7 +447,7 @@ def _cluster(reader: _Reader, raw: dict, hosts: dict[str, Host]) -> ClusterSetti
                               f"add scheduler: <one of {', '.join(hosts)}> under cluster:")
         scheduler = next(iter(hosts))
     elif scheduler not in hosts:
-        raise reader.fail(("cluster", "scheduler"), f"names no host: {scheduler!r}",
+        raise reader.fail(("cluster", "scheduler"), f"names no host: {shown(scheduler)}",
                           f"use one of: {', '.join(hosts)}")
     return ClusterSettings(**{**raw, "scheduler": scheduler})
 
@@ -422,11 +507,16 @@ def load(path: str | Path) -> Inventory:
     """Read and validate an inventory file."""
     p = Path(path).expanduser()
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise InventoryError(str(p), None, "", "file not found",
                              "pass -i PATH, set HOMECLUSTER_INVENTORY, or create inventory.yaml here") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise InventoryError(str(p), None, "", f"cannot read the file ({e})", "check the path and permissions") \
             from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InventoryError(str(p), raw.count(b"\n", 0, e.start) + 1, "", f"not UTF-8 text (byte "
+                             f"{raw[e.start]:#04x})", "save the file as UTF-8") from None
     return parse(text, str(p))
