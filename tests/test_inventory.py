@@ -157,6 +157,8 @@ BAD = [
     ("nul-byte-in-file", host_a("user: al\x00ice"), 4, "not valid YAML (the character '\\x00' is not allowed)"),
     ("line-break-in-host-name", BASE["cluster"] + 'hosts:\n  "a\\n": {address: 10.0.0.1}\n', 4,
      "hosts.'a\\n': 'a\\n' is not a usable name"),
+    ("host-name-too-long", BASE["cluster"] + "hosts:\n  %s: {address: 10.0.0.1}\n" % ("a" * 64), 4,
+     "is not a usable name. Fix: use up to 63 letters"),
     ("line-break-in-env-value", host_a('env: {X: "a\\nb"}'), 4, "variable X has value 'a\\nb'"),
     ("address-with-space", BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1 x}\n", 4,
      "'10.0.0.1 x' is not an IP address or host name"),

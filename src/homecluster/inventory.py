@@ -20,7 +20,7 @@ from . import environment
 from .environment import Environment
 from .errors import InventoryError, one_line, shown
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # names, variables and port ranges match whole (fullmatch)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # names, variables and port ranges match whole (fullmatch)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PORT_RANGE_RE = re.compile(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*")
 MAX_PROCESSES = 1024  # the most worker processes per host, and threads per worker process
@@ -163,7 +163,7 @@ def _backend(v: Any) -> str:
 def _name(v: Any) -> str:
     if not isinstance(v, str) or not NAME_RE.fullmatch(v) or v.isdigit():
         raise Bad(f"{shown(v)} is not a usable name",
-                  "use letters, digits, '.', '_' or '-', starting with a letter or digit, not only digits")
+                  "use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit, not only digits")
     return v
 
 
