@@ -146,19 +146,16 @@ def _dead_checker(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict
     owner = {n: p.host for p in spec.workers for n in p.worker_names}
     sched = spec.scheduler.host
 
-    def died(name: str, role: str) -> None:
-        _report_death(group, inv, reports[name], role)
-
     def check(missing: set[str]) -> set[str]:
         worker_hosts = {owner[n] for n in missing}
         results = group.each(worker_hosts | {sched}, lambda runner, host: _probe(runner, host, inv))
         if results[sched].ok and not results[sched].value[SCHEDULER].alive:
-            died(sched, SCHEDULER)
+            _report_death(group, inv, reports[sched], SCHEDULER)
             return set(missing)
         gone: set[str] = set()
         for name, res in results.items():
             if name in worker_hosts and res.ok and not res.value[WORKER].alive:
-                died(name, WORKER)
+                _report_death(group, inv, reports[name], WORKER)
                 gone |= set(reports[name].expected)
         return gone
     return check

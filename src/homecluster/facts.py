@@ -143,16 +143,20 @@ class UnsupportedPlatform(ValueError):
 
 def target_of(facts: HostFacts, python: str) -> Target:
     """The lock target for a host, from its facts."""
-    if facts.system == "Linux":
-        lib, ver = facts.libc
+    return platform_target(python, facts.system, facts.machine, facts.libc, facts.mac_ver)
+
+
+def platform_target(python: str, system: str, machine: str, libc: tuple[str, str], mac_ver: str) -> Target:
+    """The lock target for a Python major.minor on a platform (as `platform` reports it)."""
+    if system == "Linux":
+        lib, ver = libc
         if lib != "glibc" or not re.fullmatch(r"\d+\.\d+", ver):
             raise UnsupportedPlatform(f"Linux without glibc ({lib or 'musl?'}) has no manylinux wheels")
-        return Target(python, "Linux", facts.machine, glibc=ver)
-    if facts.system == "Darwin":
-        mac = ".".join(facts.mac_ver.split(".")[:2]) if facts.mac_ver.split(".")[0] == "10" else \
-            facts.mac_ver.split(".")[0] + ".0"
-        return Target(python, "Darwin", facts.machine, mac=mac)
-    raise UnsupportedPlatform(f"{facts.system} hosts are not supported by setup yet")
+        return Target(python, "Linux", machine, glibc=ver)
+    if system == "Darwin":
+        mac = ".".join(mac_ver.split(".")[:2]) if mac_ver.split(".")[0] == "10" else mac_ver.split(".")[0] + ".0"
+        return Target(python, "Darwin", machine, mac=mac)
+    raise UnsupportedPlatform(f"{system} hosts are not supported by setup yet")
 
 
 def interpreter_script(python: str) -> str:
@@ -173,7 +177,6 @@ def parse_interpreter(output: str) -> dict | None:
 
 
 def interpreter_target(env: dict) -> Target:
-    """The lock target of an interpreter from its facts."""
-    f = HostFacts(env["executable"], env["version"], env["system"], env["machine"], tuple(env["libc"]),
-                  env["mac_ver"], 0, False, "")
-    return target_of(f, f.minor)
+    """The lock target of an interpreter from its facts (`interpreter_script`)."""
+    minor = ".".join(env["version"].split(".")[:2])
+    return platform_target(minor, env["system"], env["machine"], tuple(env["libc"]), env["mac_ver"])

@@ -13,7 +13,7 @@ recorded (additions.py; and in the lock for managed environments), so `up` and `
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import cloudpickle
@@ -154,7 +154,7 @@ def _probe_host(runner, inv: Inventory, host: Host) -> HostPlan:
         problem = None if f.env_python else (f"{host.name} has no managed environment yet. "
                                              f"Fix: homecluster setup {host.name}")
         return HostPlan(host.name, hostfacts.target_of(f, inv.environment.python), dist_versions(f.env_dists),
-                        problem=problem)
+                        problem=problem, is_managed=True)
     python = interpreter(inv, host)
     r = runner.run(hostfacts.interpreter_script(python))
     env = hostfacts.parse_interpreter(r.stdout)
@@ -202,15 +202,12 @@ class _Resolver:
         self.lockfile = LockFile(inv.path) if inv.environment else None
 
     def plan(self, h: HostPlan) -> HostPlan:
-        is_managed = managed(self.inv, self.inv.hosts[h.host])
-        key = (h.target.key, is_managed, tuple(sorted(h.installed.items())))
+        key = (h.target.key, h.is_managed, tuple(sorted(h.installed.items())))
         if key not in self.cache:
             self.progress(f"resolving {' '.join(self.packages)} for {h.target.key}")
-            self.cache[key] = self._managed(h) if is_managed else self._own(h)
-        locked = self.cache[key]
-        adds, changes = compare(h.installed, locked)
-        return HostPlan(h.host, h.target, h.installed, tuple(adds), tuple(changes), resolved=locked,
-                        is_managed=is_managed)
+            self.cache[key] = self._managed(h) if h.is_managed else self._own(h)
+        adds, changes = compare(h.installed, self.cache[key])
+        return replace(h, adds=tuple(adds), changes=tuple(changes), resolved=self.cache[key])
 
     def _own(self, h: HostPlan) -> Locked:
         env = self.inv.environment

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -109,7 +110,7 @@ def install_wheels(wheels: dict[str, bytes], requirements: list[str], upgrade: t
 
 
 def _normalize(name: str) -> str:
-    import re
+    # lock.normalize, which this module cannot import: it runs where homecluster is not installed
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -128,8 +129,8 @@ async def _one_install_per_host(server, plugin) -> None:
             log.error("homecluster install-pkg: %s", e)
 
 
-class WheelInstall(WorkerPlugin):
-    """Install wheels on each worker (and on every worker that joins later); `error` says why it did not."""
+class _Wheels:
+    """What both install plugins carry; `error` says why the install did not happen here."""
 
     idempotent = True
 
@@ -137,21 +138,20 @@ class WheelInstall(WorkerPlugin):
         self.name, self.wheels, self.requirements, self.upgrade = name, wheels, requirements, tuple(upgrade)
         self.error: str | None = None
 
-    async def setup(self, worker):
+
+class WheelInstall(_Wheels, WorkerPlugin):
+    """Install wheels on each worker (and on every worker that joins later)."""
+
+    async def setup(self, worker):  # distributed passes it by this keyword
         await _one_install_per_host(worker, self)
 
 
-class WheelInstallRestart(NannyPlugin):
+class WheelInstallRestart(_Wheels, NannyPlugin):
     """The same from each nanny, which then restarts its worker (for modules the worker has imported already)."""
 
-    idempotent = True
     restart = True
 
-    def __init__(self, name: str, wheels: dict[str, bytes], requirements: list[str], upgrade: tuple[str, ...] = ()):
-        self.name, self.wheels, self.requirements, self.upgrade = name, wheels, requirements, tuple(upgrade)
-        self.error: str | None = None
-
-    async def setup(self, nanny):
+    async def setup(self, nanny):  # distributed passes it by this keyword
         await _one_install_per_host(nanny, self)
 
 
