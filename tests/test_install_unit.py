@@ -115,3 +115,13 @@ def test_record_finds_its_wheels_in_the_wheelhouse(tmp_path, monkeypatch):
     a = Additions(str(tmp_path / "inventory.yaml"))
     a.add_packages(["six==1.17.0"], {LINUX.key: ["six==1.17.0", "gone==1.0"]})
     assert [f.name for f in a.wheel_files()] == ["six-1.17.0-py2.py3-none-any.whl"]
+
+
+def test_a_record_edited_into_another_shape_is_a_clear_error(tmp_path):
+    from homecluster.errors import HomeclusterError
+    path = record_path(str(tmp_path / "inventory.yaml"))
+    path.write_text(json.dumps({"format": 1, "packages": {"six": {"requirement": 3}}}))
+    with pytest.raises(HomeclusterError, match="inventory.added.json: not a record homecluster wrote"):
+        Additions(str(tmp_path / "inventory.yaml"))
+    path.write_text("[1]")  # not even a mapping: an unknown format, read as empty
+    assert Additions(str(tmp_path / "inventory.yaml")).empty

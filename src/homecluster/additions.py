@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .errors import HomeclusterError
 from .lock import requirement_name
 from .wheelhouse import cache_root, recorded_files
 
@@ -34,10 +35,14 @@ class Additions:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             data = {}
-        if data.get("format") != RECORD_FORMAT:
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
             data = {"format": RECORD_FORMAT}
         self.packages: dict[str, dict] = data.get("packages", {})
         self.uploads: dict[str, dict] = data.get("uploads", {})
+        if not _well_formed(self.packages, {"requirement": str, "wheels": dict}) or \
+                not _well_formed(self.uploads, {"file": str, "sha256": str}):
+            raise HomeclusterError(f"{self.path}: not a record homecluster wrote (edited by hand?). "
+                                   "Fix: delete it, then install-pkg and upload again")
 
     @property
     def empty(self) -> bool:
@@ -81,6 +86,11 @@ class Additions:
     def _save(self) -> None:
         data = {"format": RECORD_FORMAT, "packages": self.packages, "uploads": self.uploads}
         self.path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _well_formed(entries, fields: dict[str, type]) -> bool:
+    return isinstance(entries, dict) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in fields.items()) for e in entries.values())
 
 
 def restore(client, additions: Additions) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Callable
 from . import commands, lock
 from .additions import Additions, restore
 from .commands import ProcessState
-from .errors import HostError
+from .errors import HomeclusterError, HostError
 from .group import Group, HostResult
 from .inventory import Host, Inventory
 from .monitor import WorkerInfo, scheduler_workers, wait_for_workers
@@ -212,7 +212,11 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
 
 def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:
     """A new scheduler knows no plugins: give it what install-pkg and upload recorded, for every worker."""
-    recorded = Additions(inv.path)
+    try:
+        recorded = Additions(inv.path)
+    except HomeclusterError as e:
+        rep.restore_errors = [str(e)]
+        return
     if recorded.empty:
         return
     from .api import connect
