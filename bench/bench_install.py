@@ -94,7 +94,7 @@ PACKAGES = ("tabulate==0.9.0", "termcolor==2.4.0", "toml==0.10.2", "appdirs==1.4
 # each package (probe, resolve, fill the wheelhouse), the cluster untouched and the recorded packages unchanged.
 PREFETCH_SCRIPT = """\
 import json, sys, time
-from homecluster import install
+from homecluster.ops import install_pkg as install
 from homecluster.inventory import load
 
 fill, spent = install.Wheelhouse.fill, []

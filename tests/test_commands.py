@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from homecluster import commands
-from homecluster.commands import ProcessState, parse_probe, parse_started, shell_path
+from homecluster.backends import process as commands
+from homecluster.backends.process import ProcessState, parse_probe, parse_started
+from homecluster.shell.posix import shell_path
 from homecluster.inventory import parse
-from homecluster.plan import KEEP, RESTART, START, STOP, plan_up
-from homecluster.spec import SCHEDULER, WORKER, build
+from homecluster.core.plan import KEEP, RESTART, START, STOP, plan_up
+from homecluster.core.spec import SCHEDULER, WORKER, build
 
 INV = """\
 cluster: {name: home, scheduler: desktop}

@@ -7,10 +7,16 @@ from importlib.metadata import version
 
 import pytest
 
-from homecluster import doctor, facts, lock, provision
-from homecluster.environment import Environment
+from homecluster.ops import doctor
+
+from homecluster.packages import facts
+
+from homecluster.packages import lock
+
+from homecluster.ops import setup as provision
+from homecluster.inventory.environment import Environment
 from homecluster.errors import LockError
-from homecluster.facts import HostFacts, Target, UnsupportedPlatform, parse_facts, target_of
+from homecluster.packages.facts import HostFacts, Target, UnsupportedPlatform, parse_facts, target_of
 
 RECORDED_FACTS = ('Linux 6.1 banner\nhc-facts {"executable": "/usr/bin/python3.11", "version": "3.11.2", '
                   '"system": "Linux", "machine": "x86_64", "libc": ["glibc", "2.36"], "mac_ver": "", '

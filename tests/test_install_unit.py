@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from homecluster import worker_plugins
-from homecluster.additions import Additions, record_path
-from homecluster.facts import Target
-from homecluster.group import HostResult
-from homecluster.install import HostPlan, InstallPlan, _refusal
-from homecluster.lock import Change, Locked, compare
+from homecluster.plugins import worker as worker_plugins
+from homecluster.packages.additions import Additions, record_path
+from homecluster.packages.facts import Target
+from homecluster.transport.group import HostResult
+from homecluster.ops.install_pkg import HostPlan, InstallPlan, _refusal
+from homecluster.packages.lock import Change, Locked, compare
 
 LINUX = Target("3.11", "Linux", "x86_64", glibc="2.36")
 

@@ -11,7 +11,7 @@ import pytest
 
 from homecluster.errors import InventoryError
 from homecluster.inventory import PortRange, load, parse
-from homecluster.spec import interpreter
+from homecluster.core.spec import interpreter
 
 GOOD = """\
 cluster:

@@ -21,9 +21,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homecluster import dry_run, spec
-from homecluster.environment import KEYS as ENVIRONMENT_KEYS
-from homecluster.environment import client_python
+from homecluster import dry_run
+
+from homecluster.core import spec
+from homecluster.inventory.environment import KEYS as ENVIRONMENT_KEYS
+from homecluster.inventory.environment import client_python
 from homecluster.errors import InventoryError
 from homecluster.inventory import CLUSTER_KEYS, HOST_KEYS, load, parse
 

@@ -86,7 +86,7 @@ def test_doctor_names_host_package_and_both_versions(household, tmp_path, cleanu
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), "toolz==1.0.0"],
                    check=True)
     attic_python = tmp_path / "run" / "drift" / "attic" / "env" / "bin" / "python"
-    from homecluster.provision import uv_binary
+    from homecluster.ops.setup import uv_binary
     subprocess.run([uv_binary(), "pip", "install", "-q", "--python", str(attic_python), "--no-index",
                     "--find-links", str(wheels), "toolz==1.0.0"], check=True)
     p = hc("doctor", inv=inv)

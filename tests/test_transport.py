@@ -6,7 +6,7 @@ import pytest
 
 from conftest import household_inventory
 from homecluster.inventory import load
-from homecluster.transport import SSHRunner
+from homecluster.transport.ssh import SSHRunner
 
 pytestmark = pytest.mark.household
 

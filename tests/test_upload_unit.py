@@ -7,9 +7,9 @@ import zipfile
 import pytest
 
 from homecluster.errors import HomeclusterError, InventoryError
-from homecluster.install import InstallReport, WorkerInstall, parse_requirements
-from homecluster.report import install_text
-from homecluster.upload import prepare, zip_package
+from homecluster.ops.install_pkg import InstallReport, WorkerInstall, parse_requirements
+from homecluster.cli.render import install_text
+from homecluster.ops.upload import prepare, zip_package
 
 
 def test_package_zip_leaves_clutter_out(tmp_path):

@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `from homecluster import connect` without making the CLI import distributed at start-up.
     if name in ("connect", "scheduler_address", "joblib_on_cluster"):
-        from . import api
+        from homecluster import api
         return getattr(api, name)
     raise AttributeError(name)

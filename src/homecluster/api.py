@@ -12,9 +12,9 @@ from contextlib import contextmanager
 
 from distributed import Client
 
-from .errors import HomeclusterError
-from .inventory import Inventory, inventory_path, load
-from .spec import build
+from homecluster.errors import HomeclusterError
+from homecluster.inventory import Inventory, inventory_path, load
+from homecluster.core.spec import build
 
 
 def load_inventory(inventory: str | Inventory | None = None) -> Inventory:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from . import commands, lock
-from .inventory import Host, Inventory
-from .spec import SCHEDULER, WORKER, build, run_dir
-from .transport import WindowsUnsupported
+from homecluster.backends import process as commands
+
+from homecluster.packages import lock
+from homecluster.inventory import Host, Inventory
+from homecluster.core.spec import SCHEDULER, WORKER, build, run_dir
+from homecluster.transport import WindowsUnsupported
 
 
 def how(host: Host) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
+
+from homecluster.shell.posix import shell_join, shell_path
 from dataclasses import dataclass
 
-from .spec import SCHEDULER, WORKER, ProcessSpec
+from homecluster.core.spec import SCHEDULER, WORKER, ProcessSpec
 
 ROLES = (SCHEDULER, WORKER)
 STOP_WAIT_TENTHS = 150  # a graceful worker shutdown closes its nannies first: allow 15 s before SIGKILL
@@ -20,25 +22,6 @@ STOP_WAIT_TENTHS = 150  # a graceful worker shutdown closes its nannies first: a
 # Is $1 alive and one of ours? `ps` guards against a recycled pid (skipped where ps is missing).
 _ALIVE_FN = ('hc_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && '
              '{ ! command -v ps >/dev/null 2>&1 || ps -o args= -p "$1" | grep -q distributed.cli; }; }')
-
-
-def shell_path(path: str) -> str:
-    """Quote a path for sh, keeping a leading ~ as $HOME (quoting would stop the shell from expanding it)."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def shell_join(argv: tuple[str, ...]) -> str:
-    """Quote a command line for sh; arguments that start with ~/ are expanded on the host."""
-    return " ".join(shell_path(a) if a.startswith("~") else shlex.quote(a) for a in argv)
-
-
-def wrap(script: str) -> str:
-    """The command line that runs a script with sh, whatever the login shell of the remote user is."""
-    return "sh -c " + shlex.quote(script)
 
 
 # macOS has no setsid(1): the host's own Python makes the new session, then becomes the dask process.
@@ -141,14 +124,6 @@ def parse_probe(output: str) -> dict[str, ProcessState]:
             role, pid, alive, spec = m.groups()
             states[role] = ProcessState(role, int(pid) if pid else None, alive == "1", spec)
     return states
-
-
-def json_line(output: str, tag: str) -> dict | None:
-    """The JSON after the first line that starts with `tag ` (how host-side Python reports facts), or None."""
-    for line in output.splitlines():
-        if line.startswith(tag + " "):
-            return json.loads(line[len(tag) + 1:])
-    return None
 
 
 def parse_started(output: str) -> int | None:

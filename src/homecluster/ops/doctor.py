@@ -16,11 +16,11 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .commands import json_line, shell_path
-from .group import Group
-from .inventory import Host, Inventory
-from .lock import requirement_name
-from .spec import build, interpreter
+from homecluster.shell.posix import json_line, shell_path
+from homecluster.transport.group import Group
+from homecluster.inventory import Host, Inventory
+from homecluster.packages.lock import requirement_name
+from homecluster.core.spec import build, interpreter
 
 # Must match between client and every process (distributed's own version check list).
 REQUIRED = ("python", "dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado")

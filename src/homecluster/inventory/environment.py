@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .errors import one_line, shown
+from homecluster.errors import one_line, shown
 
 KNOWN_PYTHONS = tuple(f"3.{m}" for m in range(10, 15))  # what dask 2024+ supports
 KEYS = ("python", "packages", "index_url", "extra_index_urls")

@@ -1,4 +1,4 @@
-"""How a script reaches a host: Fabric over SSH with strict host-key checking, or a local shell.
+"""Fabric over SSH with strict host-key checking.
 
 Every failure is turned into a `HostError` whose message says what happened on which host and the fix.
 """
@@ -6,63 +6,20 @@ Every failure is turned into a `HostError` whose message says what happened on w
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from fabric import Connection
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from .commands import wrap
-from .errors import HostError
-from .inventory import Host
+from homecluster.shell.posix import wrap
+from homecluster.transport.result import CommandResult, COMMAND_TIMEOUT
+from homecluster.errors import HostError
+from homecluster.inventory import Host
 
 CONNECT_TIMEOUT = 10
-COMMAND_TIMEOUT = 120
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """The outcome of one script on one host."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    def tail(self, lines: int = 5) -> str:
-        """The last lines of the output, stderr first, for error messages."""
-        text = (self.stderr.strip() + "\n" + self.stdout.strip()).strip()
-        return " | ".join(text.splitlines()[-lines:])
-
-
-class LocalRunner:
-    """Runs scripts on this machine with sh (for `connection: local`)."""
-
-    def __init__(self, host: Host):
-        self.host = host
-
-    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-        try:
-            p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise HostError(f"{self.host.name}: command timed out after {timeout:g} s") from None
-        return CommandResult(p.returncode, p.stdout, p.stderr)
-
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a file to a path on this machine (`~/` is the home directory)."""
-        shutil.copyfile(local, os.path.expanduser(remote))
-
-    def close(self) -> None:
-        pass
 
 
 def aead_first_transport(sock, **kwargs) -> paramiko.Transport:
@@ -150,29 +107,3 @@ class SSHRunner:
 
     def close(self) -> None:
         self.conn.close()
-
-
-class WindowsUnsupported:
-    """Windows hosts get NSSM services in a later release; until then every action fails with that message."""
-
-    REASON = ("Windows hosts are not supported by the native backend yet (NSSM services are planned). "
-              "Fix: remove the host from the inventory for now")
-
-    def __init__(self, host: Host):
-        self.host = host
-
-    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-        raise HostError(f"{self.host.name}: {self.REASON}")
-
-    def put(self, local: Path, remote: str) -> None:
-        raise HostError(f"{self.host.name}: {self.REASON}")
-
-    def close(self) -> None:
-        pass
-
-
-def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
-    """The runner that reaches `host`."""
-    if host.os == "windows":
-        return WindowsUnsupported(host)
-    return LocalRunner(host) if host.is_local else SSHRunner(host)

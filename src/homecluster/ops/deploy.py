@@ -9,16 +9,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import commands, lock
-from .additions import Additions, restore
-from .commands import ProcessState
-from .errors import HomeclusterError, HostError
-from .group import Group, HostResult
-from .inventory import Host, Inventory
-from .monitor import WorkerInfo, scheduler_workers, wait_for_workers
-from .plan import KEEP, RESTART, START, STOP, Step, plan_host, plan_scheduler
-from .spec import SCHEDULER, WORKER, ClusterSpec, build, run_dir
-from .transport import CommandResult
+from homecluster.backends import process as commands
+
+from homecluster.packages import lock
+from homecluster.packages.additions import Additions, restore
+from homecluster.backends.process import ProcessState
+from homecluster.errors import HomeclusterError, HostError
+from homecluster.transport.group import Group, HostResult
+from homecluster.inventory import Host, Inventory
+from homecluster.scheduler import WorkerInfo, scheduler_workers, wait_for_workers
+from homecluster.core.plan import KEEP, RESTART, START, STOP, Step, plan_host, plan_scheduler
+from homecluster.core.spec import SCHEDULER, WORKER, ClusterSpec, build, run_dir
+from homecluster.transport import CommandResult
 
 Progress = Callable[[str], None]
 
@@ -219,7 +221,7 @@ def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:
         return
     if recorded.empty:
         return
-    from .api import connect
+    from homecluster.api import connect
 
     progress(f"giving the new scheduler {len(recorded.lines())} recorded package(s) and upload(s)")
     try:

@@ -15,10 +15,13 @@ import traceback
 import webbrowser
 from pathlib import Path
 
-from . import __version__, deploy, dry_run, report
-from .errors import HomeclusterError, InventoryError, LockError
-from .inventory import Inventory, inventory_path, load
-from .spec import SCHEDULER, WORKER, build
+from homecluster import __version__
+from homecluster import dry_run
+from homecluster.cli import render
+from homecluster.ops import deploy
+from homecluster.errors import HomeclusterError, InventoryError, LockError
+from homecluster.inventory import Inventory, inventory_path, load
+from homecluster.core.spec import SCHEDULER, WORKER, build
 
 CRASH_LOG = Path("~/.homecluster/crash.log")
 
@@ -50,9 +53,9 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
     progress = Progress()
     rep = deploy.up(inv, timeout=args.timeout, progress=progress)
     progress.done()
-    print(report.cluster_text(rep, inv, "ACTIONS"))
+    print(render.cluster_text(rep, inv, "ACTIONS"))
     print()
-    print(report.workers_text(rep))
+    print(render.workers_text(rep))
     if rep.restored:
         print("\ngiven to the new scheduler for every worker: " + "; ".join(rep.restored))
     for e in rep.restore_errors:
@@ -65,7 +68,7 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
 
 def _warn_versions(inv: Inventory) -> None:
     """The cheap part of doctor: the running processes' versions against this machine's (one rpc)."""
-    from .doctor import quick_check
+    from homecluster.ops.doctor import quick_check
 
     for f in quick_check(inv):
         print(f"warning: {f.where} has {f.what} {f.there}, this machine {f.client}. Fix: {f.fix}", file=sys.stderr)
@@ -76,33 +79,33 @@ def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
         print(dry_run.down_text(inv), end="")
         return 0
     results = deploy.down(inv)
-    print(report.down_text(results, inv))
+    print(render.down_text(results, inv))
     return 0 if all(r.ok for r in results.values()) else 1
 
 
 def cmd_setup(inv: Inventory, args: argparse.Namespace) -> int:
-    from .provision import Setup  # uv and the lock machinery load only for this command
+    from homecluster.ops.setup import Setup  # uv and the lock machinery load only for this command
 
     hosts = inv.select(args.hosts) if args.hosts else list(inv.hosts.values())
     progress = Progress()
     run = Setup(inv, progress)
     results = run.run(hosts)
     progress.done()
-    print(report.setup_text(results, inv, run.downloaded))
+    print(render.setup_text(results, inv, run.downloaded))
     return 0 if all(r.ok for r in results.values()) else 1
 
 
 def cmd_doctor(inv: Inventory, args: argparse.Namespace) -> int:
-    from .doctor import doctor
+    from homecluster.ops.doctor import doctor
 
     rep = doctor(inv)
-    print(report.doctor_text(rep))
+    print(render.doctor_text(rep))
     return 0 if rep.ok else 1
 
 
 def cmd_install_pkg(inv: Inventory, args: argparse.Namespace) -> int:
-    from .additions import Additions, record_path
-    from .install import install
+    from homecluster.packages.additions import Additions, record_path
+    from homecluster.ops.install_pkg import install
 
     if args.list:
         lines = Additions(inv.path).lines()
@@ -115,14 +118,14 @@ def cmd_install_pkg(inv: Inventory, args: argparse.Namespace) -> int:
     progress = Progress()
     rep = install(inv, args.packages, restart=args.restart, upgrade=args.upgrade, progress=progress)
     progress.done()
-    print(report.install_text(rep))
+    print(render.install_text(rep))
     return 0 if rep.ok else 1
 
 
 def cmd_upload(inv: Inventory, args: argparse.Namespace) -> int:
-    from .additions import Additions
-    from .api import cluster_client
-    from .upload import upload
+    from homecluster.packages.additions import Additions
+    from homecluster.api import cluster_client
+    from homecluster.ops.upload import upload
 
     with cluster_client(inv) as client:
         names = upload(client, args.paths, restart=args.restart, record=Additions(inv.path))
@@ -141,11 +144,11 @@ def cmd_run(inv: Inventory, args: argparse.Namespace) -> int:
 def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
     rep = deploy.status(inv)
     if args.json:
-        print(report.status_json(rep))
+        print(render.status_json(rep))
     else:
-        print(report.cluster_text(rep, inv, "PROCESSES"))
+        print(render.cluster_text(rep, inv, "PROCESSES"))
         print()
-        print(report.workers_text(rep))
+        print(render.workers_text(rep))
     return 0 if rep.ok else 1
 
 

@@ -13,15 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from . import facts as hostfacts
-from .commands import shell_path
-from .errors import HomeclusterError, HostError
-from .facts import HostFacts, Target
-from .group import Group, HostResult
-from .inventory import Host, Inventory
-from .lock import LockFile, Locked, installed, matches
-from .spec import env_dir, run_dir, uv_path
-from .wheelhouse import Wheelhouse, WheelhouseError, with_tools
+from homecluster.packages import facts as hostfacts
+from homecluster.shell.posix import shell_path
+from homecluster.errors import HomeclusterError, HostError
+from homecluster.packages.facts import HostFacts, Target
+from homecluster.transport.group import Group, HostResult
+from homecluster.inventory import Host, Inventory
+from homecluster.packages.lock import LockFile, Locked, installed, matches
+from homecluster.core.spec import env_dir, run_dir, uv_path
+from homecluster.packages.wheelhouse import Wheelhouse, WheelhouseError, with_tools
 
 Progress = Callable[[str], None]
 INSTALL_FACTOR = 3  # an installed package takes about three times its wheel's size

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
-from .errors import HomeclusterError
-from .inventory import Host
-from .transport import runner_for
+from homecluster.errors import HomeclusterError
+from homecluster.inventory import Host
+from homecluster.transport import runner_for
 
 T = TypeVar("T")
 MAX_PARALLEL = 32

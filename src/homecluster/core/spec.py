@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from .inventory import Host, Inventory
+from homecluster.inventory import Host, Inventory
 
 SCHEDULER, WORKER = "scheduler", "worker"
 

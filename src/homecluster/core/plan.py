@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .commands import ProcessState
-from .spec import SCHEDULER, WORKER, ClusterSpec, ProcessSpec
+from homecluster.backends.process import ProcessState
+from homecluster.core.spec import SCHEDULER, WORKER, ClusterSpec, ProcessSpec
 
 KEEP, START, RESTART, STOP = "keep", "start", "restart", "stop"
 

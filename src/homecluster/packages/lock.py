@@ -22,9 +22,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from .environment import Environment
-from .errors import LockError
-from .facts import Target
+from homecluster.inventory.environment import Environment
+from homecluster.errors import LockError
+from homecluster.packages.facts import Target
 
 PINNED = ("dask", "distributed", "bokeh")
 # Checked by `doctor`; constrained to this machine's versions when the environment needs them at all.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from packaging.tags import mac_platforms
 
-from .commands import json_line, shell_path
+from homecluster.shell.posix import json_line, shell_path
 
 # Where a Python of the wanted version usually lives, in the order they are tried.
 CANDIDATES = ("python{v}", "/usr/bin/python{v}", "/usr/local/bin/python{v}", "/opt/homebrew/bin/python{v}",
@@ -164,7 +164,7 @@ def interpreter_script(python: str) -> str:
     not manage: the same `environment_facts` the install plugin sees on the worker."""
     import inspect
 
-    from . import worker_plugins  # imports distributed: only commands that install load this
+    from homecluster.plugins import worker as worker_plugins  # imports distributed: only installs load it
 
     code = (textwrap.dedent(inspect.getsource(worker_plugins.environment_facts))
             + 'import json\nprint("hc-env " + json.dumps(environment_facts()))\n')

@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .additions import Additions
-from .errors import HomeclusterError
+from homecluster.packages.additions import Additions
+from homecluster.errors import HomeclusterError
 
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", ".mypy_cache",
              ".pytest_cache", ".ipynb_checkpoints", "tests", "test"}

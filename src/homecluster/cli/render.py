@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from .dry_run import how
-from .deploy import ClusterReport
-from .group import HostResult
-from .inventory import Inventory
+from homecluster.dry_run import how
+from homecluster.ops.deploy import ClusterReport
+from homecluster.transport.group import HostResult
+from homecluster.inventory import Inventory
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

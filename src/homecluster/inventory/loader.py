@@ -16,9 +16,9 @@ from typing import Any, Callable
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
-from . import environment
-from .environment import Environment
-from .errors import InventoryError, one_line, shown
+from homecluster.inventory import environment
+from homecluster.inventory.environment import Environment
+from homecluster.errors import InventoryError, one_line, shown
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # names, variables and port ranges match whole (fullmatch)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

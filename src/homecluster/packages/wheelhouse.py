@@ -15,10 +15,10 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .environment import Environment
-from .errors import HomeclusterError
-from .facts import Target
-from .lock import Locked, normalize, pin
+from homecluster.inventory.environment import Environment
+from homecluster.errors import HomeclusterError
+from homecluster.packages.facts import Target
+from homecluster.packages.lock import Locked, normalize, pin
 
 
 class WheelhouseError(HomeclusterError):

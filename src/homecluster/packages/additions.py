@@ -13,9 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import HomeclusterError
-from .lock import requirement_name
-from .wheelhouse import cache_root, recorded_files
+from homecluster.errors import HomeclusterError
+from homecluster.packages.lock import requirement_name
+from homecluster.packages.wheelhouse import cache_root, recorded_files
 
 RECORD_FORMAT = 1
 RESTORED_PLUGIN = "homecluster-recorded-packages"
@@ -98,7 +98,7 @@ def restore(client, additions: Additions) -> list[str]:
     well). The scheduler then hands it to every worker, including the ones that join later."""
     import cloudpickle
 
-    from . import worker_plugins
+    from homecluster.plugins import worker as worker_plugins
 
     errors = []
     if additions.packages:

@@ -18,20 +18,20 @@ from typing import Callable
 
 import cloudpickle
 
-from . import facts as hostfacts
-from . import worker_plugins
-from .additions import Additions
-from .api import cluster_client
-from .environment import _requirement
-from .errors import HomeclusterError, HostError, InventoryError, LockError
-from .facts import Target
-from .group import Group, HostResult
-from .inventory import Host, Inventory
-from .lock import Change, Locked, LockFile, compare, compile_for, dist_versions, pin, requirement_name, resolve
-from .monitor import scheduler_workers
-from .provision import find_python, uv_binary
-from .spec import build, interpreter, managed
-from .wheelhouse import Wheelhouse
+from homecluster.packages import facts as hostfacts
+from homecluster.plugins import worker as worker_plugins
+from homecluster.packages.additions import Additions
+from homecluster.api import cluster_client
+from homecluster.inventory.environment import _requirement
+from homecluster.errors import HomeclusterError, HostError, InventoryError, LockError
+from homecluster.packages.facts import Target
+from homecluster.transport.group import Group, HostResult
+from homecluster.inventory import Host, Inventory
+from homecluster.packages.lock import Change, Locked, LockFile, compare, compile_for, dist_versions, pin, requirement_name, resolve
+from homecluster.scheduler import scheduler_workers
+from homecluster.ops.setup import find_python, uv_binary
+from homecluster.core.spec import build, interpreter, managed
+from homecluster.packages.wheelhouse import Wheelhouse
 
 Progress = Callable[[str], None]
 

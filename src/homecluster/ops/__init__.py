@@ -1,0 +1,1 @@
+"""The operations behind the CLI commands, each returning one result per host (nothing here prints)."""

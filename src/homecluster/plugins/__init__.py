@@ -1,0 +1,1 @@
+"""Code that runs inside Dask workers (pickled by value: stdlib and distributed only)."""

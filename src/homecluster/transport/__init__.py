@@ -1,0 +1,19 @@
+"""How a script reaches a host: a local shell (local.py), Fabric over SSH with strict host-key checking
+(ssh.py); group.py runs one action on many hosts and keeps a result per host."""
+
+from __future__ import annotations
+
+from homecluster.inventory import Host
+from homecluster.transport.local import LocalRunner
+from homecluster.transport.result import CommandResult
+from homecluster.transport.ssh import SSHRunner
+from homecluster.transport.windows import WindowsUnsupported
+
+__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsUnsupported", "runner_for"]
+
+
+def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
+    """The runner that reaches `host`."""
+    if host.os == "windows":
+        return WindowsUnsupported(host)
+    return LocalRunner(host) if host.is_local else SSHRunner(host)

@@ -1,0 +1,34 @@
+"""This machine as a host: scripts run with the local sh."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from homecluster.errors import HostError
+from homecluster.inventory import Host
+from homecluster.transport.result import COMMAND_TIMEOUT, CommandResult
+
+
+class LocalRunner:
+    """Runs scripts on this machine with sh (for `connection: local`)."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        try:
+            p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{self.host.name}: command timed out after {timeout:g} s") from None
+        return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file to a path on this machine (`~/` is the home directory)."""
+        shutil.copyfile(local, os.path.expanduser(remote))
+
+    def close(self) -> None:
+        pass
