@@ -66,8 +66,9 @@ def wheel_cache(tmp_path_factory) -> Path:
 
 
 def dask_processes(hh) -> list[tuple[str, int, str]]:
-    """Every dask process left in any host namespace."""
-    return [(h.name, pid, cmd) for h in hh.hosts for pid, cmd in hh.processes(h.name) if "distributed" in cmd]
+    """Every dask process left in any host namespace (a nanny's workers run as `python -c from multiprocessing...`)."""
+    return [(h.name, pid, cmd) for h in hh.hosts for pid, cmd in hh.processes(h.name)
+            if "distributed" in cmd or "multiprocessing" in cmd]
 
 
 def status(inv: Path) -> dict:
@@ -75,18 +76,28 @@ def status(inv: Path) -> dict:
     return json.loads(p.stdout)
 
 
+def _sshd_running(hh: Household) -> None:
+    """(Re)start the sshd of every host that has none listening."""
+    for h in hh.hosts:
+        if hh.sshd_pid(h.name) is None:
+            hh.start_sshd(h.name)
+
+
 @pytest.fixture
 def cleanup(household):
-    """Inventories registered here are brought down after the test, whatever happened; then no dask process
-    may be left on any host (leftovers are killed so one failure does not spill into the next test)."""
+    """Inventories registered here are brought down after the test, whatever happened; then nothing but each host's
+    sshd (and what the test declared with `household.own(host, pid)`) may be left in any host namespace. Leftovers
+    are SIGKILLed, so that one failure does not spill into the next test, and fail the test."""
     invs: list[Path] = []
     yield invs.append
+    _sshd_running(household)
     for inv in invs:
         hc("down", inv=inv)
+    left = household.leftovers()
     for h in household.hosts:
-        if not any("sshd" in cmd for _, cmd in household.processes(h.name)):
-            household.start_sshd(h.name)
-    left = dask_processes(household)
-    for _, pid, _ in left:
-        subprocess.run(["kill", "-9", str(pid)], check=False)
-    assert left == [], "down left processes behind"
+        household.kill(h.name, [pid for host, pid, _ in left if host == h.name])
+    household.release_owned()
+    _sshd_running(household)
+    if left:
+        pytest.fail("processes left behind in the host namespaces (killed now):\n"
+                    + "\n".join(f"  {host} pid {pid}: {cmd}" for host, pid, cmd in left), pytrace=False)

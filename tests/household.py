@@ -35,6 +35,7 @@ HOST_IF = "eth0"
 SWITCH_LAPTOP_PORT = "lap-root"
 SSHD_START_TIMEOUT = 10.0
 KILL_GRACE = 3.0
+LEFTOVER_SETTLE = 5.0  # seconds `leftovers` waits for closing SSH sessions' sshd children to exit
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 _PROBE = """
@@ -170,6 +171,24 @@ def _read_cmdline(pid: int) -> str | None:
     return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
+def _read_ppid(pid: int) -> int | None:
+    """The parent pid of pid, or None when the process vanished."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # "pid (comm) state ppid ...": comm may hold spaces
+
+
+def _descends(pid: int, roots: set[int]) -> bool:
+    """True when pid is one of roots or a descendant of one."""
+    if not roots:
+        return False
+    while pid and pid not in roots:
+        pid = _read_ppid(pid) or 0
+    return pid in roots
+
+
 class Household:
     """Context manager that builds a simulated household and tears it down again.
 
@@ -211,6 +230,7 @@ class Household:
         if cpu_budgets:
             self.budgets = {h.name: CpuBudget(f"{prefix}-{h.name}") for h in self.hosts}
             self.laptop_budget = CpuBudget(f"{prefix}-laptop")
+        self._owned: dict[str, set[int]] = {h.name: set() for h in self.hosts}
         self._built = False
         self._closed = False
 
@@ -245,7 +265,7 @@ class Household:
     def stop_sshd(self, name: str) -> None:
         """Kill that host's listening sshd and wait until its port 22 refuses connections."""
         host = self.host(name)
-        pid = self._sshd_pid(name)
+        pid = self.sshd_pid(name)
         if pid is not None:
             _signal_all([pid], signal.SIGTERM)
         if not _wait_until(lambda: _port_state(host.address) == "refused", 5.0):
@@ -253,7 +273,7 @@ class Household:
 
     def start_sshd(self, name: str) -> None:
         """(Re)start that host's sshd and wait until its port 22 answers."""
-        if self._sshd_pid(name) is not None:
+        if self.sshd_pid(name) is not None:
             self.stop_sshd(name)
         host = self.host(name)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -291,6 +311,55 @@ class Household:
             if cmdline is not None:
                 found.append((pid, cmdline))
         return found
+
+    def sshd_pid(self, name: str) -> int | None:
+        """Pid of that host's listening sshd (from its pid file), or None when it is not running."""
+        try:
+            pid = int(self._sshd_pidfile(name).read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        return pid if pid in self.pids(name) else None
+
+    def own(self, name: str, pid: int) -> int:
+        """Declare pid a process the test started itself in that host's namespace; returns pid.
+
+        Neither it nor its descendants count as `leftovers` until `release_owned` (the `cleanup` fixture calls it
+        after each test)."""
+        self._owned[name].add(pid)
+        return pid
+
+    def leftovers(self, settle: float = LEFTOVER_SETTLE) -> list[tuple[str, int, str]]:
+        """(host, pid, command line) of every process in a host's network namespace other than the host's
+        listening sshd and what was declared with `own`.
+
+        Polls up to settle seconds for them to go away first: the per-connection sshd children of SSH sessions
+        that are still closing linger a moment.  Only processes in a host's network namespace count (the hosts
+        share the pid namespace and /proc with the laptop)."""
+        found: list[tuple[str, int, str]] = []
+
+        def none_left() -> bool:
+            found.clear()
+            for h in self.hosts:
+                sshd = self.sshd_pid(h.name)
+                found.extend((h.name, pid, cmd) for pid, cmd in self.processes(h.name)
+                             if pid != sshd and not _descends(pid, self._owned[h.name]))
+            return not found
+
+        _wait_until(none_left, settle, interval=0.1)
+        return found
+
+    def kill(self, name: str, pids: list[int]) -> None:
+        """SIGKILL those processes of that host's namespace (pids no longer in it are skipped) and wait for them."""
+        victims = set(pids) & set(self.pids(name))
+        _signal_all(sorted(victims), signal.SIGKILL)
+        _wait_until(lambda: not victims & set(self.pids(name)), KILL_GRACE)
+
+    def release_owned(self) -> None:
+        """SIGKILL what is still running of the processes declared with `own` (and their descendants); forget them."""
+        for name, owned in self._owned.items():
+            if owned:
+                self.kill(name, [pid for pid in self.pids(name) if _descends(pid, owned)])
+                owned.clear()
 
     def cut_link(self, name: str) -> None:
         """Unplug that host from the switch (switch-side port down)."""
@@ -451,14 +520,6 @@ class Household:
         if len(port) <= 15:
             return port
         return f"p-{self.hosts.index(self.host(name))}"
-
-    def _sshd_pid(self, name: str) -> int | None:
-        """Pid of that host's listening sshd, or None when it is not running."""
-        try:
-            pid = int(self._sshd_pidfile(name).read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return None
-        return pid if pid in self.pids(name) else None
 
     def _log_tail(self, name: str, lines: int = 20) -> str:
         """Last lines of that host's sshd log."""
