@@ -63,20 +63,33 @@ def test_shell_path_keeps_home_expandable():
 
 RECORDED_PROBE = """\
 Welcome to Debian!
+hc-now 1796159000
 hc-probe scheduler pid= alive=0 spec=
 hc-probe worker pid=4242 alive=1 spec=0123abcd0123abcd
+hc-state worker {"supervisor_pid": 4242, "name": "worker", "child_pid": null, "running": false, \
+"started_at": 1796158990.5, "restarts": 3, "last_exit": 1, "last_exit_at": 1796158995.0, \
+"next_start_at": 1796159004.0, "stopping": false, "killed": false}
+hc-probe-done
 """
 
 
 def test_parse_probe_on_recorded_output():
     states = parse_probe(RECORDED_PROBE)
     assert states[SCHEDULER] == ProcessState(SCHEDULER, None, False, "")
-    assert states[WORKER] == ProcessState(WORKER, 4242, True, "0123abcd0123abcd")
+    w = states[WORKER]
+    assert (w.pid, w.alive, w.fingerprint, w.running, w.restarts, w.last_exit) == \
+        (4242, True, "0123abcd0123abcd", False, 3, 1)
+    assert not w.healthy
+    assert w.describe() == "restarts 3, last exit code 1 5 s ago, next start in 4 s"
     assert parse_started("noise\nhc-started worker 99\n") == 99
 
 
+def test_a_probe_cut_short_is_not_read_as_nothing_running():
+    assert parse_probe(RECORDED_PROBE.replace("hc-probe-done\n", "")) is None
+
+
 def test_probe_script_runs_on_an_empty_run_dir(tmp_path):
-    out = subprocess.run(["sh", "-c", commands.probe_script(str(tmp_path / "none"))], capture_output=True,
+    out = subprocess.run(["sh", "-c", commands.probe_script(str(tmp_path / "none"), "home", "study")], capture_output=True,
                          text=True).stdout
     assert set(parse_probe(out)) == {SCHEDULER, WORKER}
     assert not any(s.alive for s in parse_probe(out).values())
@@ -86,7 +99,7 @@ def test_start_script_reports_missing_interpreter(tmp_path):
     spec = spec_of(INV.replace("/usr/bin/python3", str(tmp_path / "nope")).replace("10.0.0.10",
                                                                                   "10.0.0.10, run_directory: "
                                                                                   + str(tmp_path)))
-    p = subprocess.run(["sh", "-c", commands.start_script(spec.scheduler)], capture_output=True, text=True)
+    p = subprocess.run(["sh", "-c", commands.start_script(spec.scheduler, "home")], capture_output=True, text=True)
     assert p.returncode == 127 and "no Python interpreter at" in p.stderr
 
 

@@ -133,13 +133,15 @@ def test_a_worker_that_dies_at_start_is_reported_with_its_log(household, tmp_pat
     assert "within 60 s" not in p.stdout  # found by the probe, not by waiting out the timeout
 
 
-def test_macos_rendering_detaches_with_python_setsid(household, tmp_path, cleanup):
-    """os: macos starts processes without setsid(1); run here on Linux it shows that path works end to end."""
+def test_processes_detach_without_setsid_1(household, tmp_path, cleanup):
+    """macOS has no setsid(1): the supervisor makes its own session; an os: macos host, run here on Linux, shows
+    the path works end to end."""
     inv = household_inventory(household, tmp_path / "inventory.yaml", "mac", workers={"attic": 1},
                               cluster_extra={"scheduler_port": 8800, "dashboard_port": 8801},
                               host_extra={"attic": {"os": "macos"}})
     cleanup(inv)
-    assert "nohup " + sys.executable + " -c 'import os, sys; os.setsid()" in hc("up", "--dry-run", inv=inv).stdout
+    dry = hc("up", "--dry-run", inv=inv).stdout
+    assert "nohup " + sys.executable + ' "$D/hc-supervise.py"' in dry and "setsid nohup" not in dry
     p = hc("up", inv=inv)
     assert p.returncode == 0, p.stdout + p.stderr
     pid = status(inv)["hosts"][2]["processes"]["worker"]

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homecluster import dry_run
+from homecluster.ops import dry_run
 
 from homecluster.core import spec
 from homecluster.inventory.environment import KEYS as ENVIRONMENT_KEYS

@@ -1,7 +1,10 @@
 """homecluster: turn the computers of a household into one Dask cluster, from one YAML inventory.
 
-Layers (pure first): inventory -> spec -> commands / plan / dry_run (text), then transport -> group ->
-deploy (touches hosts), monitor (asks the scheduler), report (tables) and cli.
+Layers, pure first: inventory/ (schema, loader) -> core/ (spec, plan) -> shell/ (quoting per dialect);
+backends/ (how a process is kept running on a host: process.py + its supervisor), transport/ (local, ssh,
+group, replay), scheduler.py (every connection to the scheduler), packages/ (lock, wheelhouse, facts,
+additions), ops/ (up, down, status, setup, doctor, install-pkg, upload), plugins/ (code run inside workers),
+api.py (notebooks) and cli/ (arguments, rendering).
 """
 
 __version__ = "0.1.0"

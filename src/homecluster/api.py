@@ -10,8 +10,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-from distributed import Client
-
+from homecluster import scheduler
 from homecluster.errors import HomeclusterError
 from homecluster.inventory import Inventory, inventory_path, load
 from homecluster.core.spec import build
@@ -26,12 +25,12 @@ def scheduler_address(inventory: str | Inventory | None = None) -> str:
     return build(load_inventory(inventory)).scheduler_address
 
 
-def connect(inventory: str | Inventory | None = None, timeout: float = 10, **client_kwargs) -> Client:
+def connect(inventory: str | Inventory | None = None, timeout: float = 10, **client_kwargs):
     """A dask Client connected to the inventory's running cluster (start it with `homecluster up`)."""
-    return Client(scheduler_address(inventory), timeout=timeout, **client_kwargs)
+    return scheduler.client(scheduler_address(inventory), timeout=timeout, **client_kwargs)
 
 
-def cluster_client(inventory: str | Inventory | None = None) -> Client:
+def cluster_client(inventory: str | Inventory | None = None):
     """connect() for the CLI: a cluster that is not running is a one-line error with the fix."""
     try:
         return connect(inventory)

@@ -1,4 +1,7 @@
-"""Ask the running scheduler which workers it has, over Dask's own protocol (no Client needed)."""
+"""The one place that talks to the scheduler: its address scheme, and every connection to it (a Client for
+notebooks and plugins; Dask's rpc, without a Client, for the workers list and the versions).
+
+distributed is imported inside the functions: the CLI starts faster, and the import overlaps host work."""
 
 from __future__ import annotations
 
@@ -8,6 +11,39 @@ from dataclasses import dataclass
 from typing import Callable
 
 POLL_INTERVAL = 0.1
+SCHEME = "tcp"
+
+
+def address(host: str, port: int) -> str:
+    """The scheduler's address as workers and clients dial it."""
+    return f"{SCHEME}://{host}:{port}"
+
+
+def host_port(addr: str) -> tuple[str, int]:
+    """(host, port) of a scheduler address."""
+    host, _, port = addr.split("://", 1)[-1].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def client(addr: str, timeout: float = 10, **kwargs):
+    """A dask Client connected to the scheduler at `addr`."""
+    from distributed import Client
+
+    return Client(addr, timeout=timeout, **kwargs)
+
+
+async def _versions(addr: str, packages: list[str]) -> dict[str, dict]:
+    from distributed.core import rpc
+
+    async with rpc(addr, timeout=5) as r:
+        sched = await asyncio.wait_for(r.versions(packages=packages), 10)
+        workers = await asyncio.wait_for(r.broadcast(msg={"op": "versions", "packages": packages}), 10)
+    return {"scheduler": sched["packages"], **{f"worker {a}": w["packages"] for a, w in workers.items()}}
+
+
+def versions(addr: str, packages: list[str]) -> dict[str, dict]:
+    """Package versions loaded by the scheduler and by each worker ("scheduler", "worker ADDR")."""
+    return asyncio.run(_versions(addr, packages))
 
 
 @dataclass(frozen=True)
@@ -44,7 +80,7 @@ async def _identity(address: str, timeout: float) -> dict:
         return await asyncio.wait_for(r.identity(), timeout)
 
 
-def scheduler_workers(address: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
+def workers(address: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
     """The scheduler's workers, or None when no scheduler answers at `address`."""
     try:
         return parse_identity(asyncio.run(_identity(address, timeout)))

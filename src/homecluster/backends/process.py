@@ -1,8 +1,11 @@
-"""POSIX shell text for each action on a host, and pure parsers of what that text prints.
+"""The process backend: each Dask process runs under homecluster's supervisor, detached from the SSH session.
 
-Every script here runs as `sh -c SCRIPT` on the host (over SSH, or locally), so `--dry-run` can print exactly
-what will run. Processes are detached with setsid + nohup and all three streams redirected, so they outlive
-the SSH session; their pid, log and fingerprint files live in the process spec's run directory.
+Scripts are POSIX sh, rendered by the pure functions below and parsed by pure parsers; `ProcessBackend` runs them
+on one host. Files live in the host's run directory: <role>.pid (the supervisor), <role>.spec (fingerprint),
+<role>.state (the supervisor's JSON), <role>.log, `lock` and the supervisor itself (hc-supervise.py).
+
+Ownership: every process carries HOMECLUSTER_PROCESS=<cluster>/<host>/<role> in its environment (the dask
+workers a nanny spawns inherit it), so `stop` finds all of them without pid files, also after a torn `up`.
 """
 
 from __future__ import annotations
@@ -10,123 +13,265 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
-from homecluster.shell.posix import shell_join, shell_path
-from dataclasses import dataclass
-
+from homecluster.backends.base import Backend, ProcessState, Progress, Stopped
 from homecluster.core.spec import SCHEDULER, WORKER, ProcessSpec
+from homecluster.errors import HostError
+from homecluster.shell.posix import shell_join, shell_path
 
 ROLES = (SCHEDULER, WORKER)
-STOP_WAIT_TENTHS = 150  # a graceful worker shutdown closes its nannies first: allow 15 s before SIGKILL
+SUPERVISOR = "hc-supervise.py"
+SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
+STOP_WAIT_TENTHS = 150  # the supervisor gives its process 10 s after SIGTERM, then kills; then we sweep
+LOCK_WAIT = 300  # seconds a command waits for another one's lock on a host
+LOCK_BUSY_EXIT = 75
 
-# Is $1 alive and one of ours? `ps` guards against a recycled pid (skipped where ps is missing).
-_ALIVE_FN = ('hc_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && '
-             '{ ! command -v ps >/dev/null 2>&1 || ps -o args= -p "$1" | grep -q distributed.cli; }; }')
+# Ours: the marker in /proc/PID/environ (Linux, GNU grep -z); elsewhere the command line (ps). A process started
+# by an older homecluster (no supervisor) is still recognised by its command line, so `up` replaces it.
+_FUNCTIONS = r"""hc_ours() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/environ" ]; then
+    grep -qsxzF "HOMECLUSTER_PROCESS=$2" "/proc/$1/environ" && return 0
+  else ps -o args= -p "$1" 2>/dev/null | grep -q hc-supervise && return 0; fi
+  ps -o args= -p "$1" 2>/dev/null | grep -q distributed.cli; }
+hc_marked() { if [ -d /proc/self ]; then
+    grep -lsxzF "HOMECLUSTER_PROCESS=$1" /proc/[0-9]*/environ 2>/dev/null | sed 's,^/proc/\([0-9]*\)/environ$,\1,'
+  else ps -AwwE -o pid= -o command= 2>/dev/null | grep -F " HOMECLUSTER_PROCESS=$1" | awk '{print $1}'; fi; }"""
 
 
-# macOS has no setsid(1): the host's own Python makes the new session, then becomes the dask process.
-_PY_SETSID = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+def marker(cluster: str, host: str, role: str) -> str:
+    """The environment marker of one role's processes: unique per cluster, host and role."""
+    return f"{cluster}/{host}/{role}"
 
 
-def detach_prefix(proc: ProcessSpec) -> str:
-    """What puts the process in its own session (so it survives the SSH session and can be stopped as a group)."""
-    if proc.os == "linux":
-        return "setsid nohup"
-    return f"nohup {shell_path(proc.argv[0])} -c {shlex.quote(_PY_SETSID)}"
+def _header(kind: str, what: str) -> str:
+    return f"# homecluster {kind}: {what}"
 
 
-def start_script(proc: ProcessSpec) -> str:
-    """Start one process detached, recording pid and fingerprint; fail early if the interpreter is missing."""
-    py = proc.argv[0]
-    missing = f"no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it"
-    env = "".join(f"{k}={shell_path(v) if v.startswith('~/') else shlex.quote(v)} " for k, v in proc.env)
-    role = proc.role
+def session_script(run_dir: str, command: str, supervisor: bool) -> str:
+    """Take the host's lock for the cluster (wait, saying who holds it), put the supervisor in place (for a
+    command that starts processes), then hold the lock until stdin closes: when the command ends, or its SSH
+    connection drops."""
+    install = [f"cat > \"$D/{SUPERVISOR}.new\" <<'HC_SUPERVISOR_EOF'", SUPERVISOR_SOURCE.rstrip("\n"),
+               "HC_SUPERVISOR_EOF", f'mv -f "$D/{SUPERVISOR}.new" "$D/{SUPERVISOR}" || exit 1'] if supervisor else []
     return "\n".join([
+        _header("session", "hold this host's lock for the cluster while the command works here"),
+        f"D={shell_path(run_dir)}",
+        'mkdir -p "$D" || exit 1',
+        'exec 9>>"$D/lock"',
+        # flock(1) is util-linux (every Linux); macOS has perl. Both lock the descriptor this shell keeps open.
+        "hc_lock() { if command -v flock >/dev/null 2>&1; then if [ \"$1\" = 0 ]; then flock -n 9; "
+        "else flock -w \"$1\" 9; fi; else perl -MFcntl=:flock -e 'open(F, \">&=9\") or exit 2; "
+        "$end = time + shift; until (flock(F, LOCK_EX | LOCK_NB)) { exit 1 if time >= $end; "
+        "select(undef, undef, undef, 0.1) }' \"$1\"; fi; }",
+        'if ! hc_lock 0; then',
+        '  echo "hc-busy $(cat "$D/lock.owner" 2>/dev/null)"',
+        f'  hc_lock {LOCK_WAIT} || {{ echo "hc-busy-timeout"; exit {LOCK_BUSY_EXIT}; }}',
+        "fi",
+        # who holds the lock, as a waiting command shows it: the command, the laptop it came from, since when
+        f'echo "homecluster {command}${{SSH_CLIENT:+ from ${{SSH_CLIENT%% *}}}} (since $(date +%H:%M:%S))" > "$D/lock.owner"',
+        *install,
+        "echo hc-locked",
+        "read _ || true",
+    ])
+
+
+def _env_text(proc: ProcessSpec, mark: str) -> str:
+    pairs = [("HOMECLUSTER_PROCESS", mark), *proc.env]
+    return "".join(f"{k}={shell_path(v) if v.startswith('~/') else shlex.quote(v)} " for k, v in pairs)
+
+
+def start_script(proc: ProcessSpec, cluster: str) -> str:
+    """Start one process under the supervisor, detached; first kill leftovers of the role (a torn `up`)."""
+    py, role = proc.argv[0], proc.role
+    mark = marker(cluster, proc.host, role)
+    missing = f"no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it"
+    sup = [shell_path(py), f'"$D/{SUPERVISOR}"', "--name", role, "--state", f'"$D/{role}.state"',
+           "--pidfile", f'"$D/{role}.pid"', "--"]
+    return "\n".join([
+        _header("start", f"the {role} of cluster {cluster} on {proc.host}, supervised"),
+        _FUNCTIONS,
         f"D={shell_path(proc.run_dir)}",
         'mkdir -p "$D" || exit 1',
         'cd "$D" || exit 1',
-        f"command -v {shell_path(py)} >/dev/null 2>&1 || "
-        f"{{ echo {shlex.quote(missing)} >&2; "
-        "exit 127; }",
+        f"command -v {shell_path(py)} >/dev/null 2>&1 || {{ echo {shlex.quote(missing)} >&2; exit 127; }}",
+        f"left=$(hc_marked {shlex.quote(mark)})",
+        f'[ -z "$left" ] || {{ kill -KILL $left 2>/dev/null; echo "hc-swept {role}" $left; }}',
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
         f"echo {proc.fingerprint} > {role}.spec",
-        f"{env}{detach_prefix(proc)} {shell_join(proc.argv)} > {role}.log 2>&1 < /dev/null &",
+        f"rm -f {role}.state",
+        f"{_env_text(proc, mark)}nohup {' '.join(sup)} {shell_join(proc.argv)} > {role}.log 2>&1 < /dev/null &",
         f"echo $! > {role}.pid",
         f"echo hc-started {role} $!",
     ])
 
 
-def probe_script(run_dir: str) -> str:
-    """Report, for every role, the recorded pid, whether it is alive and the fingerprint it was started with."""
+def probe_script(run_dir: str, cluster: str, host: str) -> str:
+    """Report the host's clock and, for every role: supervisor pid, whether it is ours and alive, the fingerprint
+    it was started with, and the supervisor's state (restarts, last exit)."""
     return "\n".join([
-        _ALIVE_FN,
+        _header("probe", f"what runs for cluster {cluster} on {host}"),
+        _FUNCTIONS,
         f"D={shell_path(run_dir)}",
+        'echo "hc-now $(date +%s)"',
         f"for role in {' '.join(ROLES)}; do",
         '  pid=$(cat "$D/$role.pid" 2>/dev/null); spec=$(cat "$D/$role.spec" 2>/dev/null)',
-        "  alive=0; hc_alive \"$pid\" && alive=1",
+        f'  alive=0; hc_ours "$pid" {shlex.quote(marker(cluster, host, ""))}"$role" && alive=1',
         '  echo "hc-probe $role pid=$pid alive=$alive spec=$spec"',
+        '  [ $alive = 1 ] && [ -f "$D/$role.state" ] && echo "hc-state $role $(tr -d \'\\n\' < "$D/$role.state")"',
         "done",
+        "echo hc-probe-done",
     ])
 
 
-def stop_script(run_dir: str, role: str) -> str:
-    """Stop one role gracefully (SIGTERM, wait), then SIGKILL what is left of its process group."""
+def stop_script(run_dir: str, cluster: str, host: str, role: str) -> str:
+    """Stop one role: SIGTERM to its supervisor (which stops the Dask process, killing it after a grace period),
+    then SIGKILL whatever still carries the role's marker. Says what had to be killed."""
+    mark = shlex.quote(marker(cluster, host, role))
     return "\n".join([
-        _ALIVE_FN,
+        _header("stop", f"the {role} of cluster {cluster} on {host}"),
+        _FUNCTIONS,
         f"D={shell_path(run_dir)}",
-        f'f="$D/{role}.pid"',
-        '[ -f "$f" ] || exit 0',
-        'pid=$(cat "$f")',
-        'if hc_alive "$pid"; then',
+        f'pid=$(cat "$D/{role}.pid" 2>/dev/null); killed=0',
+        f'if hc_ours "$pid" {mark}; then',
         '  kill -TERM "$pid" 2>/dev/null',
-        f'  i=0; while hc_alive "$pid" && [ $i -lt {STOP_WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done',
-        '  kill -KILL -- -"$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null',
+        f'  i=0; while hc_ours "$pid" {mark} && [ $i -lt {STOP_WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done',
+        '  if kill -0 "$pid" 2>/dev/null; then kill -KILL -"$pid" "$pid" 2>/dev/null; killed=1; fi',
+        f'  grep -qs \'"killed": *true\' "$D/{role}.state" && killed=1',
         f'  echo "hc-stopped {role} $pid"',
         "fi",
-        f'rm -f "$f" "$D/{role}.spec"',
+        f"left=$(hc_marked {mark})",
+        '[ -z "$left" ] || { kill -KILL $left 2>/dev/null; killed=$((killed + $(echo $left | wc -w))); }',
+        f'[ $killed = 0 ] || echo "hc-killed {role} $killed"',
+        f'rm -f "$D/{role}.pid" "$D/{role}.spec" "$D/{role}.state"',
     ])
-
-
-_ERROR_LINE = re.compile(r"^\w*(Error|Exception)\b.*|.*\bNo module named\b.*")
-
-
-def summarize_log(text: str, tail: int = 3) -> str:
-    """One line for a crashed process: its exception lines (the cause first), or else its last lines."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = list(dict.fromkeys(ln for ln in lines if _ERROR_LINE.match(ln)))
-    return " ... ".join(errors[:1] + errors[-1:] if len(errors) > 1 else errors) or " | ".join(lines[-tail:])
 
 
 def logs_script(run_dir: str, role: str, lines: int) -> str:
     """Print the last lines of a role's log."""
-    return f"tail -n {int(lines)} {shell_path(run_dir)}/{role}.log"
+    return "\n".join([_header("logs", f"the last {int(lines)} lines of the {role} log"),
+                      f"tail -n {int(lines)} {shell_path(run_dir)}/{role}.log"])
 
 
-@dataclass(frozen=True)
-class ProcessState:
-    """What the probe found for one role on one host."""
+_ERROR_LINE = re.compile(r"^\w*(Error|Exception)\b.*|.*\bNo module named\b.*|.*\berror: .*")
 
-    role: str
-    pid: int | None
-    alive: bool
-    fingerprint: str
+
+def summarize_log(text: str, tail: int = 3) -> str:
+    """One line for a crashed process: its exception lines (the cause first), or else its last lines."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("homecluster-supervisor")]
+    errors = list(dict.fromkeys(ln for ln in lines if _ERROR_LINE.match(ln)))
+    return " ... ".join(errors[:1] + errors[-1:] if len(errors) > 1 else errors) or " | ".join(lines[-tail:])
 
 
 _PROBE_RE = re.compile(r"^hc-probe (\w+) pid=(\d*) alive=([01]) spec=(\w*)\s*$")
 
 
-def parse_probe(output: str) -> dict[str, ProcessState]:
-    """Parse `probe_script` output into role -> ProcessState; unknown lines are ignored (login banners)."""
+def parse_probe(output: str) -> dict[str, ProcessState] | None:
+    """Parse `probe_script` output into role -> ProcessState; None unless the probe ran to its end.
+    Unknown lines are ignored (login banners)."""
+    lines = output.splitlines()
+    if "hc-probe-done" not in lines:
+        return None
+    now = next((float(ln.split()[1]) for ln in lines if re.fullmatch(r"hc-now \d+", ln)), None)
+    supervised = {ln.split(" ", 2)[1]: ln.split(" ", 2)[2] for ln in lines
+                  if ln.startswith("hc-state ") and ln.count(" ") >= 2}
     states = {}
-    for line in output.splitlines():
+    for line in lines:
         m = _PROBE_RE.match(line)
         if m and m.group(1) in ROLES:
             role, pid, alive, spec = m.groups()
-            states[role] = ProcessState(role, int(pid) if pid else None, alive == "1", spec)
+            states[role] = _with_state(ProcessState(role, int(pid) if pid else None, alive == "1", spec),
+                                       supervised.get(role), now)
     return states
+
+
+def _with_state(state: ProcessState, raw: str | None, now: float | None) -> ProcessState:
+    try:
+        s = json.loads(raw) if raw else {}
+    except ValueError:
+        s = {}
+    if not isinstance(s, dict):
+        return state
+
+    def since(key: str, sign: int) -> float | None:
+        t = s.get(key)
+        return sign * (now - t) if now is not None and isinstance(t, (int, float)) else None
+
+    return ProcessState(state.role, state.pid, state.alive, state.fingerprint,
+                        running=s.get("running") if isinstance(s.get("running"), bool) else None,
+                        restarts=int(s.get("restarts") or 0), last_exit=s.get("last_exit"),
+                        last_exit_ago=since("last_exit_at", 1), next_start_in=since("next_start_at", -1))
 
 
 def parse_started(output: str) -> int | None:
     """The pid from `start_script` output."""
     m = re.search(r"^hc-started \w+ (\d+)$", output, re.M)
     return int(m.group(1)) if m else None
+
+
+def parse_stopped(output: str, role: str) -> Stopped | None:
+    """What `stop_script` did, or None when nothing of the role ran."""
+    pid = re.search(rf"^hc-stopped {role} (\d+)$", output, re.M)
+    killed = re.search(rf"^hc-killed {role} (\d+)$", output, re.M)
+    if not pid and not killed:
+        return None
+    return Stopped(role, int(pid.group(1)) if pid else None, int(killed.group(1)) if killed else 0)
+
+
+# What each script prints on a host where nothing has run yet: how --dry-run walks the real code path.
+IDLE_OUTPUT = {"session": "hc-locked\n", "probe": "hc-probe-done\n", "start": "hc-started {role} 0\n",
+               "stop": "", "logs": ""}
+
+
+class ProcessBackend(Backend):
+    """Supervised processes started over a POSIX shell (Linux, macOS)."""
+
+    name = "process"
+
+    def __init__(self, runner, host, cluster: str, run_dir: str):
+        super().__init__(runner, host, cluster)
+        self.run_dir = run_dir
+
+    @contextmanager
+    def session(self, command: str, progress: Progress) -> Iterator[None]:
+        held = self.runner.hold(session_script(self.run_dir, command, supervisor=command == "up"))
+        try:
+            for line in iter(held.readline, ""):
+                if line.startswith("hc-busy "):
+                    progress(f"{self.host.name}: waiting for {line[8:].strip() or 'another homecluster command'}"
+                             " to finish")
+                elif line.strip() == "hc-locked":
+                    break
+            else:
+                raise HostError(f"{self.host.name}: cannot take the cluster's lock in {self.run_dir}/lock: "
+                                f"{held.tail()}. Fix: is another homecluster command stuck? See its lock.owner")
+            yield
+        finally:
+            held.release()
+
+    def probe(self) -> dict[str, ProcessState]:
+        r = self.runner.run(probe_script(self.run_dir, self.cluster, self.host.name), timeout=30)
+        states = parse_probe(r.stdout)
+        if not r.ok or states is None:
+            raise HostError(f"{self.host.name}: probe failed (exit {r.exit_code}): {r.tail()}")
+        return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
+
+    def start(self, proc: ProcessSpec) -> int | None:
+        r = self.runner.run(start_script(proc, self.cluster))
+        if not r.ok:
+            raise HostError(f"{self.host.name}: starting the {proc.role} failed (exit {r.exit_code}): {r.tail()}")
+        return parse_started(r.stdout)
+
+    def stop(self, role: str) -> Stopped | None:
+        r = self.runner.run(stop_script(self.run_dir, self.cluster, self.host.name, role))
+        if not r.ok:
+            raise HostError(f"{self.host.name}: stopping the {role} failed (exit {r.exit_code}): {r.tail()}")
+        return parse_stopped(r.stdout, role)
+
+    def logs(self, role: str, lines: int) -> str:
+        r = self.runner.run(logs_script(self.run_dir, role, lines))
+        if not r.ok:
+            raise HostError(f"{self.host.name}: reading the {role} log failed (exit {r.exit_code}): {r.tail()}")
+        return r.stdout

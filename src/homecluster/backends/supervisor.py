@@ -205,6 +205,15 @@ def run(name, command, state, backoff, grace):
     stop(name, child, state, grace)
 
 
+def detach():
+    """Leave the caller's session (an SSH login, a terminal): its end, or a Ctrl-C there, must not reach us.
+    (macOS has no setsid(1), so this is done here; it fails harmlessly when we already lead a session.)"""
+    try:
+        os.setsid()
+    except OSError:
+        pass
+
+
 def parse_args(argv):
     """Return (options, command) from ``--name N --state S --pidfile P -- CMD ARGS...``."""
     split = argv.index("--") if "--" in argv else len(argv)
@@ -225,6 +234,7 @@ def main(argv=None):
     if len(backoff) != 3:
         sys.exit("HOMECLUSTER_BACKOFF must be first:max:healthy (seconds)")
     grace = float(os.environ.get("HOMECLUSTER_STOP_GRACE", "10"))
+    detach()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)

@@ -1,7 +1,7 @@
-"""The `homecluster` command line: parse arguments, call deploy, print reports, choose the exit code.
+"""The `homecluster` command line: parse arguments, call the operations, print reports, choose the exit code.
 
 Exit codes: 0 all well; 1 some host failed; 2 bad input (inventory or arguments), nothing started;
-3 internal error (traceback written to a log file).
+3 internal error (traceback written to a log file); 130 interrupted (Ctrl-C), saying what was done where.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import webbrowser
 from pathlib import Path
 
 from homecluster import __version__
-from homecluster import dry_run
 from homecluster.cli import render
-from homecluster.ops import deploy
+from homecluster.ops import dry_run
+from homecluster.ops.down import down, logs
+from homecluster.ops.report import Interrupted
+from homecluster.ops.status import status
+from homecluster.ops.up import up
 from homecluster.errors import HomeclusterError, InventoryError, LockError
 from homecluster.inventory import Inventory, inventory_path, load
 from homecluster.core.spec import SCHEDULER, WORKER, build
@@ -51,7 +54,7 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
         print(dry_run.up_text(inv), end="")
         return 0
     progress = Progress()
-    rep = deploy.up(inv, timeout=args.timeout, progress=progress)
+    rep = up(inv, timeout=args.timeout, progress=progress)
     progress.done()
     print(render.cluster_text(rep, inv, "ACTIONS"))
     print()
@@ -78,7 +81,7 @@ def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run.down_text(inv), end="")
         return 0
-    results = deploy.down(inv)
+    results = down(inv, progress=Progress())
     print(render.down_text(results, inv))
     return 0 if all(r.ok for r in results.values()) else 1
 
@@ -142,7 +145,7 @@ def cmd_run(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
-    rep = deploy.status(inv)
+    rep = status(inv)
     if args.json:
         print(render.status_json(rep))
     else:
@@ -167,7 +170,7 @@ def cmd_dashboard(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(inv: Inventory, args: argparse.Namespace) -> int:
-    print(deploy.logs(inv, args.host, args.role, args.lines), end="")
+    print(logs(inv, args.host, args.role, args.lines), end="")
     return 0
 
 
@@ -241,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     except LockError as e:
         print(f"error: {e.where}: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # Threads may still be blocked on a host (SSH, a lock): leave now; each host's lock is released when
+        # our connection (or pipe) to it closes, and a following up or down converges.
+        os._exit(130)
     except HomeclusterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

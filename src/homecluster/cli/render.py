@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from homecluster.dry_run import how
-from homecluster.ops.deploy import ClusterReport
+from homecluster.transport import reached_by as how
+from homecluster.ops.report import ClusterReport
 from homecluster.transport.group import HostResult
 from homecluster.inventory import Inventory
 

@@ -10,9 +10,11 @@ import json
 import sys
 from dataclasses import dataclass
 
+from homecluster import scheduler
 from homecluster.inventory import Host, Inventory
 
 SCHEDULER, WORKER = "scheduler", "worker"
+RUN_FORMAT = 2  # how processes are run; 2: under homecluster's supervisor. A change restarts them all.
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class ProcessSpec:
     @property
     def fingerprint(self) -> str:
         """Changes exactly when the process would have to be restarted to match the inventory."""
-        blob = json.dumps([self.argv, self.env], separators=(",", ":"))
+        blob = json.dumps([self.argv, self.env, RUN_FORMAT], separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
@@ -150,7 +152,7 @@ def build(inv: Inventory, env_digest: str | None = None) -> ClusterSpec:
 
     `env_digest` identifies the managed environments' lock (see lock.digest); None when there is none."""
     sched = inv.scheduler_host
-    address = f"tcp://{sched.address}:{inv.cluster.scheduler_port}"
+    address = scheduler.address(sched.address, inv.cluster.scheduler_port)
     dashboard = (f"http://{sched.address}:{inv.cluster.dashboard_port}/status"
                  if inv.cluster.dashboard_port is not None else None)
     procs = [scheduler_process(inv, env_digest)]

@@ -8,15 +8,14 @@ the scheduler and dashboard ports answer. The comparison is pure and tested on i
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import shlex
 import socket
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 from homecluster.shell.posix import json_line, shell_path
+from homecluster import scheduler
 from homecluster.transport.group import Group
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import requirement_name
@@ -135,13 +134,8 @@ def check_hosts(inv: Inventory, client: dict, extra: tuple[str, ...]) -> list[Fi
     return findings
 
 
-async def _cluster_versions(address: str, packages: list[str]) -> dict[str, dict]:
-    from distributed.core import rpc
-    async with rpc(address, timeout=5) as r:
-        sched = await asyncio.wait_for(r.versions(packages=packages), 10)
-        workers = await asyncio.wait_for(r.broadcast(msg={"op": "versions", "packages": packages}), 10)
-    out = {"scheduler": sched["packages"]}
-    out.update({f"worker {addr}": w["packages"] for addr, w in workers.items()})
+def _cluster_versions(address: str, packages: list[str]) -> dict[str, dict]:
+    out = scheduler.versions(address, packages)
     for v in out.values():
         v["python"] = (v.get("python") or "").split(".final")[0]
     return out
@@ -151,10 +145,10 @@ def check_cluster(inv: Inventory, client: dict, extra: tuple[str, ...], ports: b
                   ) -> tuple[bool, list[Finding]]:
     """The running scheduler and workers (their versions are what is loaded, not what is on disk)."""
     spec = build(inv)
-    u = urlparse(spec.scheduler_address.replace("tcp://", "http://"))
+    host, port = scheduler.host_port(spec.scheduler_address)
     try:
-        socket.create_connection((u.hostname, u.port), timeout=1).close()
-        running = asyncio.run(_cluster_versions(spec.scheduler_address, list(extra)))
+        socket.create_connection((host, port), timeout=1).close()
+        running = _cluster_versions(spec.scheduler_address, list(extra))
     except Exception:  # noqa: BLE001 - not running (or not answering): only the host checks apply
         return False, []
     findings = []
@@ -167,11 +161,11 @@ def check_cluster(inv: Inventory, client: dict, extra: tuple[str, ...], ports: b
 def check_ports(scheduler_address: str, dashboard_url: str | None) -> list[Finding]:
     """The scheduler port accepts TCP; the dashboard answers HTTP."""
     out = []
-    u = urlparse(scheduler_address.replace("tcp://", "http://"))
+    host, port = scheduler.host_port(scheduler_address)
     try:
-        socket.create_connection((u.hostname, u.port), timeout=3).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError as e:
-        out.append(Finding("scheduler", f"port {u.port}", "open", str(e), ERROR, "check the firewall"))
+        out.append(Finding("scheduler", f"port {port}", "open", str(e), ERROR, "check the firewall"))
     if dashboard_url:
         try:
             base = dashboard_url.rsplit("/", 1)[0]

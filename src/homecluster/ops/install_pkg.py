@@ -28,7 +28,7 @@ from homecluster.packages.facts import Target
 from homecluster.transport.group import Group, HostResult
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import Change, Locked, LockFile, compare, compile_for, dist_versions, pin, requirement_name, resolve
-from homecluster.scheduler import scheduler_workers
+from homecluster import scheduler
 from homecluster.ops.setup import find_python, uv_binary
 from homecluster.core.spec import build, interpreter, managed
 from homecluster.packages.wheelhouse import Wheelhouse
@@ -253,7 +253,7 @@ def install(inv: Inventory, packages: list[str], restart: bool = False, upgrade:
     """Install packages on every worker of the running cluster (and on late joiners); a row per worker."""
     packages = parse_requirements(packages)
     address = build(inv).scheduler_address
-    if scheduler_workers(address) is None:
+    if scheduler.workers(address) is None:
         raise HomeclusterError(f"no scheduler answers at {address}. Fix: homecluster up")
     p = plan(inv, packages, upgrade, progress)
     cloudpickle.register_pickle_by_value(worker_plugins)  # homecluster is not installed on the workers

@@ -9,7 +9,7 @@ from homecluster.transport.result import CommandResult
 from homecluster.transport.ssh import SSHRunner
 from homecluster.transport.windows import WindowsUnsupported
 
-__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsUnsupported", "runner_for"]
+__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsUnsupported", "reached_by", "runner_for"]
 
 
 def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
@@ -17,3 +17,11 @@ def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
     if host.os == "windows":
         return WindowsUnsupported(host)
     return LocalRunner(host) if host.is_local else SSHRunner(host)
+
+
+def reached_by(host: Host) -> str:
+    """How homecluster reaches a host, for headers and tables."""
+    if host.is_local:
+        return "local shell"
+    user = f"{host.user}@" if host.user else ""
+    return f"ssh {user}{host.address}:{host.port}"

@@ -31,9 +31,9 @@ class HostResult(Generic[T]):
 class Group:
     """Open runners to a set of hosts, reused across the phases of one command, closed at the end."""
 
-    def __init__(self, hosts: Iterable[Host]):
+    def __init__(self, hosts: Iterable[Host], runner_factory: Callable[[Host], Any] = runner_for):
         self.hosts = {h.name: h for h in hosts}
-        self.runners = {name: runner_for(h) for name, h in self.hosts.items()}
+        self.runners = {name: runner_factory(h) for name, h in self.hosts.items()}
 
     def __enter__(self) -> "Group":
         return self
@@ -53,9 +53,13 @@ class Group:
         names = list(names)
         if not names:
             return {}
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(names)))
+        try:
             futures = {n: pool.submit(_guarded, n, action, self.runners[n], self.hosts[n]) for n in names}
             return {n: f.result() for n, f in futures.items()}
+        finally:
+            # Not waiting: on Ctrl-C the caller reports at once (a thread may be blocked on a host for long).
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _guarded(name: str, action: Callable, runner: Any, host: Host) -> HostResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from homecluster.errors import HostError
 from homecluster.inventory import Host
-from homecluster.transport.result import COMMAND_TIMEOUT, CommandResult
+from homecluster.transport.result import COMMAND_TIMEOUT, CommandResult, Held
 
 
 class LocalRunner:
@@ -25,6 +25,17 @@ class LocalRunner:
         except subprocess.TimeoutExpired:
             raise HostError(f"{self.host.name}: command timed out after {timeout:g} s") from None
         return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    def hold(self, script: str) -> Held:
+        """Start a script that runs until released (its stdin closes; also when this process dies)."""
+        p = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+
+        def release() -> None:
+            p.stdin.close()
+            p.wait(timeout=10)
+            p.stdout.close()
+        return Held(p.stdout.readline, release)
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a file to a path on this machine (`~/` is the home directory)."""

@@ -23,3 +23,28 @@ class CommandResult:
         """The last lines of the output, stderr first, for error messages."""
         text = (self.stderr.strip() + "\n" + self.stdout.strip()).strip()
         return " | ".join(text.splitlines()[-lines:])
+
+
+class Held:
+    """A script kept running on a host while a command works there (how a host's lock is held): read its
+    output line by line; `release()` closes its stdin, which ends it."""
+
+    def __init__(self, readline, release, lines: list[str] | None = None):
+        self._readline, self._release, self.lines = readline, release, lines if lines is not None else []
+
+    def readline(self) -> str:
+        """The next line of output ('' at the end)."""
+        line = self._readline()
+        if line:
+            self.lines.append(line.rstrip("\n"))
+        return line
+
+    def tail(self, lines: int = 5) -> str:
+        """The last lines read, for error messages."""
+        return " | ".join(self.lines[-lines:]) or "no output"
+
+    def release(self) -> None:
+        try:
+            self._release()
+        except Exception:  # noqa: BLE001 - the host or its connection may already be gone: nothing to release
+            pass

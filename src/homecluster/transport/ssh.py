@@ -14,7 +14,7 @@ from fabric import Connection
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from homecluster.shell.posix import wrap
-from homecluster.transport.result import CommandResult, COMMAND_TIMEOUT
+from homecluster.transport.result import COMMAND_TIMEOUT, CommandResult, Held
 from homecluster.errors import HostError
 from homecluster.inventory import Host
 
@@ -95,6 +95,29 @@ class SSHRunner:
         except Exception as e:  # noqa: BLE001 - a broken channel or timeout is this host's failure
             raise HostError(f"{self.host.name}: command failed over SSH: {e}") from None
         return CommandResult(r.exited, r.stdout, r.stderr)
+
+    def hold(self, script: str) -> Held:
+        """Run a script on its own SSH channel until released (its stdin closes; the connection dropping,
+        e.g. when this process is killed, ends it too)."""
+        self.open()
+        try:
+            channel = self.conn.client.get_transport().open_session()
+            channel.exec_command(wrap(script))
+        except Exception as e:  # noqa: BLE001 - a broken connection is this host's failure
+            raise HostError(f"{self.host.name}: command failed over SSH: {e}") from None
+        out = channel.makefile("r")
+
+        def readline() -> str:
+            try:
+                return out.readline()
+            except Exception:  # noqa: BLE001 - the channel broke: the end of the output
+                return ""
+
+        def release() -> None:
+            channel.shutdown_write()
+            channel.recv_exit_status()
+            channel.close()
+        return Held(readline, release)
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a file to the host over SFTP (`~/` is the home directory, where SFTP starts)."""

@@ -21,6 +21,9 @@ class WindowsUnsupported:
     def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
         raise HostError(f"{self.host.name}: {self.REASON}")
 
+    def hold(self, script: str):
+        raise HostError(f"{self.host.name}: {self.REASON}")
+
     def put(self, local: Path, remote: str) -> None:
         raise HostError(f"{self.host.name}: {self.REASON}")
 

@@ -1,0 +1,100 @@
+"""The seam between the operations (up, down, status, logs) and how a Dask process is kept running on a host.
+
+A backend is one small class bound to one host's runner. It renders its scripts in the host's shell dialect,
+runs them through the runner and parses what they print; the operations never see a script. The first backend
+is `process.ProcessBackend` (supervised POSIX processes); systemd, launchd, NSSM and Docker plug in here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Callable
+
+from homecluster.core.spec import ProcessSpec
+from homecluster.inventory import Host
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """What a probe found for one role on one host.
+
+    `alive`: the process homecluster keeps there (its supervisor) runs and is ours. The rest comes from the
+    supervisor: whether the Dask process itself runs right now, how often it was restarted, its last exit."""
+
+    role: str
+    pid: int | None
+    alive: bool
+    fingerprint: str
+    running: bool | None = None
+    restarts: int = 0
+    last_exit: int | None = None
+    last_exit_ago: float | None = None
+    next_start_in: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Alive, and the Dask process is not waiting to be restarted."""
+        return self.alive and self.running is not False
+
+    def describe(self) -> str:
+        """The restart history for status: '' when there was none."""
+        if not self.restarts and self.last_exit is None:
+            return ""
+        parts = [f"restarts {self.restarts}"]
+        if self.last_exit is not None:
+            ago = f" {self.last_exit_ago:.0f} s ago" if self.last_exit_ago is not None else ""
+            parts.append(f"last exit {exit_text(self.last_exit)}{ago}")
+        if self.next_start_in is not None:
+            parts.append(f"next start in {max(self.next_start_in, 0):.0f} s")
+        return ", ".join(parts)
+
+
+def exit_text(code: int) -> str:
+    """An exit status as people read it: 'code 1', or 'signal 9' for a negative (Popen-style) one."""
+    return f"signal {-code}" if code < 0 else f"code {code}"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What stopping one role did: the pid it stopped, and whether something had to be killed."""
+
+    role: str
+    pid: int | None
+    killed: int = 0
+
+    def describe(self) -> str:
+        what = f"{self.role} {self.pid}" if self.pid else f"{self.role} (leftovers)"
+        return what + (f" (had to kill {self.killed} process(es))" if self.killed else "")
+
+
+class Backend(ABC):
+    """Keeps the Dask processes of one cluster running on one host."""
+
+    name = "base"
+
+    def __init__(self, runner, host: Host, cluster: str):
+        self.runner, self.host, self.cluster = runner, host, cluster
+
+    @abstractmethod
+    def session(self, command: str, progress: Progress) -> AbstractContextManager[None]:
+        """Hold this host's lock for the cluster while the block runs (a concurrent up/down waits, saying so)."""
+
+    @abstractmethod
+    def probe(self) -> dict[str, ProcessState]:
+        """Every role's state on this host."""
+
+    @abstractmethod
+    def start(self, proc: ProcessSpec) -> int | None:
+        """Start a process (and whatever keeps it running); its pid."""
+
+    @abstractmethod
+    def stop(self, role: str) -> Stopped | None:
+        """Stop a role and everything it started; None when nothing ran."""
+
+    @abstractmethod
+    def logs(self, role: str, lines: int) -> str:
+        """The last lines of a role's log."""

@@ -1,0 +1,51 @@
+"""`--dry-run`: `up` and `down` walk their real code path against recording runners that answer as hosts where
+nothing runs yet; what they recorded is printed, script by script, host by host."""
+
+from __future__ import annotations
+
+from homecluster.backends.process import IDLE_OUTPUT
+from homecluster.core.spec import build
+from homecluster.inventory import Host, Inventory
+from homecluster.ops.down import down
+from homecluster.ops.up import up
+from homecluster.packages import lock
+from homecluster.transport import WindowsUnsupported, reached_by
+from homecluster.transport.replay import ReplayRunner
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.runners: dict[str, ReplayRunner] = {}
+
+    def __call__(self, host: Host) -> ReplayRunner:
+        self.runners[host.name] = ReplayRunner(host, default=lambda kind: IDLE_OUTPUT.get(kind, ""))
+        return self.runners[host.name]
+
+    def text(self, inv: Inventory, head: str, titles: dict[str, str]) -> str:
+        out = [head]
+        for host in inv.hosts.values():
+            title = f"# === {host.name} ({reached_by(host)}): {titles[host.name]}"
+            if host.os == "windows":
+                out.append(f"{title}\n# not run: {WindowsUnsupported.REASON}\n")
+                continue
+            scripts = self.runners[host.name].scripts
+            body = "\n# ---\n".join(scripts) if scripts else "# (nothing to run)"
+            out.append(f"{title}; each script runs as: sh -c SCRIPT\n{body}\n")
+        return "\n".join(out)
+
+
+def up_text(inv: Inventory) -> str:
+    """The scripts `up` runs on a household where nothing is running yet."""
+    spec, rec = build(inv, lock.digest(inv)), _Recorder()
+    up(inv, runners=rec, wait=False)
+    titles = {h: ", ".join(p.role for p in spec.for_host(h)) or "nothing to start" for h in inv.hosts}
+    return rec.text(inv, f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "
+                         f"dashboard {spec.dashboard_url or 'off'}\n", titles)
+
+
+def down_text(inv: Inventory) -> str:
+    """The scripts `down` runs: stop workers on every host, then schedulers."""
+    rec = _Recorder()
+    down(inv, runners=rec)
+    return rec.text(inv, f"# homecluster down --dry-run: cluster {inv.cluster.name}\n",
+                    dict.fromkeys(inv.hosts, "stop workers, then the scheduler"))
