@@ -138,7 +138,7 @@ def stop_script(run_dir: str, cluster: str, host: str, role: str) -> str:
         f'if hc_ours "$pid" {mark}; then',
         '  kill -TERM "$pid" 2>/dev/null',
         f'  i=0; while hc_ours "$pid" {mark} && [ $i -lt {STOP_WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done',
-        '  if kill -0 "$pid" 2>/dev/null; then kill -KILL -"$pid" "$pid" 2>/dev/null; killed=1; fi',
+        f'  if hc_ours "$pid" {mark}; then kill -KILL -"$pid" "$pid" 2>/dev/null; killed=1; fi',
         f'  grep -qs \'"killed": *true\' "$D/{role}.state" && killed=1',
         f'  echo "hc-stopped {role} $pid"',
         "fi",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from homecluster.transport import reached_by as how
+from homecluster.backends.base import ProcessState
 from homecluster.ops.report import ClusterReport
 from homecluster.transport.group import HostResult
 from homecluster.inventory import Inventory
@@ -57,9 +58,15 @@ def workers_text(rep: ClusterReport) -> str:
     return table(["WORKER", "HOST", "ADDRESS", "THREADS", "MEMORY"], rows)
 
 
+def _supervision(st: ProcessState) -> dict:
+    return {"running": st.running, "restarts": st.restarts, "last_exit": st.last_exit,
+            "last_exit_seconds_ago": st.last_exit_ago, "next_start_in_seconds": st.next_start_in}
+
+
 def status_json(rep: ClusterReport) -> str:
     """Machine-readable status for scripts."""
     hosts = [{"name": h.host, "address": h.address, "ok": h.ok, "error": h.error, "processes": h.pids,
+              "supervision": {role: _supervision(st) for role, st in h.states.items()},
               "state": h.actions, "expected_workers": list(h.expected)} for h in rep.hosts.values()]
     workers = [{**w.to_dict(), "host": h.host} for h in rep.hosts.values() for w in h.registered]
     return json.dumps({"cluster": rep.spec.name, "scheduler_address": rep.spec.scheduler_address,

@@ -23,6 +23,7 @@ class HostReport:
     pids: dict[str, int] = field(default_factory=dict)
     states: dict[str, ProcessState] = field(default_factory=dict)
     error: str | None = None
+    doing: str | None = None  # the step under way (what Ctrl-C may have cut short)
 
     @property
     def ok(self) -> bool:
@@ -56,8 +57,11 @@ class Interrupted(HomeclusterError):
 
     def __init__(self, command: str, reports: dict[str, HostReport]):
         done = [f"{', '.join(r.actions)} on {r.host}" for r in reports.values() if r.actions]
-        untouched = [r.host for r in reports.values() if not r.actions]
+        under_way = [f"{r.doing} on {r.host}" for r in reports.values() if r.doing]
+        untouched = [r.host for r in reports.values() if not r.actions and not r.doing]
         text = f"{command} interrupted. Done: {'; '.join(done) or 'nothing'}"
+        if under_way:
+            text += f"; under way: {'; '.join(under_way)}"
         if untouched:
             text += f"; nothing done on {', '.join(untouched)}"
         super().__init__(f"{text}. What was started keeps running: homecluster up finishes the job, "

@@ -34,15 +34,18 @@ def _execute(backend: Backend, steps: list[Step], roles: dict[str, ProcessState]
     ordered = sorted(steps, key=lambda s: s.role != WORKER)
     for s in ordered:
         if s.action in (STOP, RESTART):
+            report.doing = f"stop {s.role}"
             stopped = backend.stop(s.role)
             if stopped and stopped.killed:
                 report.actions.append(f"killed {stopped.killed} stuck {s.role} process(es)")
     for s in reversed(ordered):
+        report.doing = f"{s.action} {s.role}"
         if s.action in (START, RESTART):
             report.pids[s.role] = backend.start(s.proc)
         elif s.action == KEEP:
             report.pids[s.role] = roles[s.role].pid
-        report.actions.append(f"{s.action} {s.role}")
+        report.actions.append(report.doing)
+    report.doing = None
 
 
 class _SchedulerDecision:
