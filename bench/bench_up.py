@@ -5,11 +5,13 @@ A fresh 3-host household (network namespaces with their own sshd, see tests/hous
 prefix "hb" on 10.213.59.0/24, so it never collides with the tests' "hc" household on 10.213.57.0/24.
 Host 1 runs the scheduler, hosts 2 and 3 one worker process each (nthreads 1, memory_limit 1GB).
 
-Three contenders are measured interleaved in every round:
+Four contenders are measured interleaved in every round:
 
 * homecluster: `python -m homecluster up -i INV` as a fresh process, timed until it returns (it returns once
   every worker registered); checked with a Client (untimed); `up` run once more on the running cluster (the
   no-op `up`, timed separately); then `python -m homecluster down -i INV`, timed.
+* homecluster unsupervised: the same CLI with `ProcessBackend.supervised = False` (the Dask processes started
+  directly, no supervisor installed or run), up / check / down as above: what supervision adds to a cold up.
 * SSHCluster script: a fresh `python -c SCRIPT` that builds the same SSHCluster, waits for the 2 workers and
   prints READY; "up" is from starting it until READY is read. It is then told "stop" on stdin and closes its
   Client and cluster; "down" is from "stop" until the process exited. This is what an SSHCluster user pays:
@@ -39,7 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BenchError, Household, baseline, build_household, cli_start_baseline, fmt, fmt_stat, goal,
+from common import (CLI, BenchError, Household, baseline, build_household, cli_start_baseline, fmt, fmt_stat, goal,
                     note_error, parse_args, print_errors, ratio, run_checked, run_cli, run_config, skipped, stats,
                     write_json)
 
@@ -48,14 +50,18 @@ NAMES = ("desktop", "study", "attic")  # host 1 = scheduler, hosts 2 and 3 = one
 HC_PORTS = (8786, 8787)  # scheduler, dashboard; each contender has its own, so a slow port release never
 SCRIPT_PORTS = (8806, 8807)  # mixes two of them up
 INPROC_PORTS = (8796, 8797)
+BARE_PORTS = (8776, 8777)
 N_WORKERS = 2
 CLI_TIMEOUT = 180.0  # seconds for one homecluster command, or for the SSHCluster script to exit after "stop"
 WAIT_TIMEOUT = 120.0  # seconds for SSHCluster workers
 GONE_GRACE = 10.0  # seconds after down returned before a remaining process counts as an orphan
 POLL = 0.05
 
-HC, SCRIPT, INPROC = "homecluster", "SSHCluster script", "SSHCluster in-process"
-CONTENDERS = (HC, SCRIPT, INPROC)
+HC, BARE, SCRIPT, INPROC = "homecluster", "homecluster unsupervised", "SSHCluster script", "SSHCluster in-process"
+CONTENDERS = (HC, BARE, SCRIPT, INPROC)
+SUPERVISION_BUDGET = 0.2  # seconds supervision may add to a cold up
+UNSUPERVISED_CLI = (sys.executable, "-c", "import sys; from homecluster.backends.process import ProcessBackend; "
+                    "ProcessBackend.supervised = False; from homecluster.cli.main import main; sys.exit(main())")
 METRICS = ("up", "down", "gone")
 
 # The SSHCluster user's script. Its options arrive as JSON in argv[1]: {"cluster": SSHCluster kwargs,
@@ -176,9 +182,9 @@ def check_workers(address: str, hh: Household) -> dict:
 
 # --- homecluster --------------------------------------------------------------------------------------------
 
-def _cli(args: list[str], cwd: Path) -> float:
+def _cli(args: list[str], cwd: Path, program: tuple[str, ...] = CLI) -> float:
     """`python -m homecluster ARGS`, raising BenchError unless it exits 0; returns its seconds."""
-    return run_checked(args, cwd, timeout=CLI_TIMEOUT)["seconds"]
+    return run_checked(args, cwd, timeout=CLI_TIMEOUT, program=program)["seconds"]
 
 
 def round_homecluster(hh: Household, inv: Path, cwd: Path, state: dict, notes: list[str]) -> dict:
@@ -192,6 +198,18 @@ def round_homecluster(hh: Household, inv: Path, cwd: Path, state: dict, notes: l
     down = _cli(["down", "-i", str(inv)], cwd)
     state["hc_maybe_up"] = False
     return {"up": up, "down": down, "noop_up": noop_up, "check": check, **finish_down(hh, HC, t_down, notes)}
+
+
+def round_unsupervised(hh: Household, inv: Path, cwd: Path, state: dict, notes: list[str]) -> dict:
+    """up and down of the same cluster without the supervisor (its own inventory: other ports, other name)."""
+    ensure_clean(hh, f"{BARE} up", notes)
+    state["bare_maybe_up"] = True
+    up = _cli(["up", "-i", str(inv)], cwd, UNSUPERVISED_CLI)
+    check = check_workers(f"tcp://{hh.hosts[0].address}:{BARE_PORTS[0]}", hh)
+    t_down = time.perf_counter()
+    down = _cli(["down", "-i", str(inv)], cwd, UNSUPERVISED_CLI)
+    state["bare_maybe_up"] = False
+    return {"up": up, "down": down, "check": check, **finish_down(hh, BARE, t_down, notes)}
 
 
 # --- SSHCluster ---------------------------------------------------------------------------------------------
@@ -310,11 +328,12 @@ def cleanup(hh: Household, inv: Path | None, cwd: Path, state: dict, notes: list
     """Stop whatever a failed round may have left running (all three contenders), then kill what is left."""
     _kill_script(state)
     _close_inprocess(state)
-    if inv is not None and state.get("hc_maybe_up"):
-        res = run_cli(["down", "-i", str(inv)], cwd, timeout=CLI_TIMEOUT)
-        if res["rc"] != 0:
-            print(f"cleanup: homecluster down failed (rc {res['rc']}):\n{res['stderr']}", file=sys.stderr)
-        state["hc_maybe_up"] = False
+    for flag, path in (("hc_maybe_up", inv), ("bare_maybe_up", state.get("bare_inv"))):
+        if path is not None and state.get(flag):
+            res = run_cli(["down", "-i", str(path)], cwd, timeout=CLI_TIMEOUT)
+            if res["rc"] != 0:
+                print(f"cleanup: homecluster down failed (rc {res['rc']}):\n{res['stderr']}", file=sys.stderr)
+            state[flag] = False
     _, orphans = wait_gone(hh, time.perf_counter())  # also the killed script's remote processes
     if orphans and not quiet:
         notes.append(f"still running {GONE_GRACE:g} s after cleaning up a failed round, killed: {orphans}")
@@ -327,8 +346,9 @@ def summarize(results: dict[str, list[dict]]) -> dict:
     tools = {tool: {m: stats([r.get(m) for r in runs]) for m in METRICS} for tool, runs in results.items()}
     tools[HC]["noop_up"] = stats([r.get("noop_up") for r in results[HC]])
     ratios = {f"{HC} / {other}": {m: ratio(tools[HC].get(m), tools[other].get(m)) for m in METRICS}
-              for other in (SCRIPT, INPROC)}
-    return {"tools": tools, "ratios": ratios}
+              for other in (BARE, SCRIPT, INPROC)}
+    paired = [a["up"] - b["up"] for a, b in zip(results[HC], results[BARE])]  # same round: side by side
+    return {"tools": tools, "ratios": ratios, "supervision_cost_up": stats(paired)}
 
 
 LABEL_W = 41
@@ -359,9 +379,16 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
     print(_row(f"{HC} up (no-op)", {"up": noop}, noop["n"] if noop else 0))
     print(_row(f"ratio hc / {SCRIPT}", summ["ratios"][f"{HC} / {SCRIPT}"]))  # primary: both fresh processes
     print(_row(f"ratio hc / {INPROC} (ref.)", summ["ratios"][f"{HC} / {INPROC}"]))
+    print(_row(f"ratio hc / {BARE}", summ["ratios"][f"{HC} / {BARE}"]))
     primary = summ["ratios"][f"{HC} / {SCRIPT}"]["up"]
     if primary:
         print("\n" + goal(f"up ratio {HC} / {SCRIPT} <= 1.0", primary["median"], primary["median"] <= 1.0))
+    cost = summ["supervision_cost_up"]
+    if cost:
+        print(goal(f"supervision adds <= {SUPERVISION_BUDGET} s to a cold up (up - unsupervised up, per round)",
+                   cost["median"], cost["median"] <= SUPERVISION_BUDGET, " s"))
+    if noop:
+        print(goal("no-op up < 1 s", noop["median"], noop["median"] < 1.0, " s"))
     print(f"baselines: `python -m homecluster --version` {base['homecluster_cli_start']:.2f} s, "
           f"`python -c 'import distributed'` {base['import_distributed']:.2f} s (both fresh-process costs)")
     for tool in (SCRIPT, INPROC):
@@ -380,6 +407,7 @@ def run_rounds(rounds: int, hh: Household, inv: Path, tmp: Path, state: dict, no
                errors: list[str]) -> dict[str, list[dict]]:
     """Every round runs the three contenders in turn; a failed one is reported and cleaned up, the rest go on."""
     steps = {HC: lambda: round_homecluster(hh, inv, tmp, state, notes),
+             BARE: lambda: round_unsupervised(hh, state["bare_inv"], tmp, state, notes),
              SCRIPT: lambda: round_script(hh, tmp, state, notes),
              INPROC: lambda: round_inprocess(hh, state, notes)}
     results: dict[str, list[dict]] = {tool: [] for tool in CONTENDERS}
@@ -412,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("distributed.deploy.ssh").setLevel(logging.WARNING)
     errors: list[str] = []
     notes: list[str] = []
-    state: dict = {"hc_maybe_up": False, "script": None, "client": None, "cluster": None}
+    state: dict = {"hc_maybe_up": False, "bare_maybe_up": False, "bare_inv": None, "script": None, "client": None,
+                   "cluster": None}
     inv = hh = None
     with tempfile.TemporaryDirectory(prefix="homecluster-bench-") as tmp:
         tmp = Path(tmp)
@@ -423,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                 hh, tmp / "hc" / "inventory.yaml", "bench", scheduler=NAMES[0],
                 workers={NAMES[0]: 0, NAMES[1]: 1, NAMES[2]: 1},
                 cluster_extra={"scheduler_port": HC_PORTS[0], "dashboard_port": HC_PORTS[1]})
+            (tmp / "bare").mkdir()
+            state["bare_inv"] = household_inventory(
+                hh, tmp / "bare" / "inventory.yaml", "bare", scheduler=NAMES[0],
+                workers={NAMES[0]: 0, NAMES[1]: 1, NAMES[2]: 1},
+                cluster_extra={"scheduler_port": BARE_PORTS[0], "dashboard_port": BARE_PORTS[1]})
             # SSHCluster passes this process's dask config to the remote processes: keep their scratch in tmp.
             dask.config.set({"temporary-directory": str(tmp / "sshcluster-scratch")})
             base = {"homecluster_cli_start": cli_start_baseline(),
@@ -433,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             summ = summarize(results)
             print_report(results, summ, base, errors, notes)
             if args.json:
-                ports = {HC: HC_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS}
+                ports = {HC: HC_PORTS, BARE: BARE_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS}
                 data = {"config": run_config(args.rounds, hh, build_s, ports=ports),
                         "baselines": base, "rounds": results, **summ, "errors": errors, "notes": notes}
                 write_json(args.json, data)

@@ -118,9 +118,13 @@ def rm(path: Path) -> None:
 
 # --- running the CLI ------------------------------------------------------------------------------------------
 
-def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None) -> dict:
+CLI = (sys.executable, "-m", "homecluster")
+
+
+def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None,
+            program: tuple[str, ...] = CLI) -> dict:
     """Run `python -m homecluster ARGS` in a fresh interpreter (env None: this process's environment; preexec_fn:
-    run in the child before it starts, e.g. CpuBudget.enter).
+    run in the child before it starts, e.g. CpuBudget.enter; program: another command line that runs the CLI).
 
     Returns rc (None: timed out, then killed), seconds, t_wall (time.time() at the start), load (machine_load over
     the run, plus laptop_cpu: CPU seconds of the CLI and what it waited for, i.e. the laptop's share), stdout,
@@ -131,7 +135,7 @@ def run_cli(args: list[str], cwd: Path, *, timeout: float, env: dict | None = No
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t_wall = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "homecluster", *args], cwd=cwd, env=env, text=True, bufsize=1,
+    proc = subprocess.Popen([*program, *args], cwd=cwd, env=env, text=True, bufsize=1,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=preexec_fn)
     out: list[str] = []
@@ -172,9 +176,10 @@ def output_of(res: dict) -> str:
     return f"after {res['seconds']:.2f} s\nstdout:\n{res['stdout']}\nstderr:\n{res['stderr']}"
 
 
-def run_checked(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None) -> dict:
+def run_checked(args: list[str], cwd: Path, *, timeout: float, env: dict | None = None, preexec_fn=None,
+                program: tuple[str, ...] = CLI) -> dict:
     """run_cli, raising BenchError (with the command's output) unless it exits 0; returns run_cli's result."""
-    res = run_cli(args, cwd, timeout=timeout, env=env, preexec_fn=preexec_fn)
+    res = run_cli(args, cwd, timeout=timeout, env=env, preexec_fn=preexec_fn, program=program)
     if res["rc"] != 0:
         code = "timed out" if res["rc"] is None else f"exit {res['rc']}"
         raise BenchError(f"`homecluster {' '.join(args)}` failed ({code}) {output_of(res)}")

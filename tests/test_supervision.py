@@ -250,3 +250,41 @@ def test_down_ends_a_hung_worker_and_says_it_killed(household, tmp_path, cleanup
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("had to kill") == 2, p.stdout
     assert not any(marked(hh, h, "hung", "worker") for h in ("study", "attic"))
+
+
+def test_up_gives_a_scheduler_its_supervisor_restarted_what_was_recorded(household, tmp_path, cleanup):
+    hh = household
+    inv = household_inventory(hh, tmp_path / "inventory.yaml", "again", workers={"study": 1},
+                              cluster_extra={"scheduler_port": 8866, "dashboard_port": 8867})
+    cleanup(inv)
+    address = f"tcp://{hh.host('desktop').address}:8866"
+    assert hc("up", inv=inv).returncode == 0
+    module = tmp_path / "hc_again_mod.py"
+    module.write_text("VALUE = 42\n")
+    assert hc("upload", str(module), inv=inv).returncode == 0
+    victims = dask_pids(hh, "desktop", "again", "scheduler")
+    assert victims
+    hh.kill("desktop", victims)
+    assert wait_for(lambda: status(inv)["hosts"][0]["supervision"]["scheduler"]["restarts"] == 1, 20)
+    assert wait_for(registered(address, ["study"]), 30)  # back, with a new scheduler and a new worker
+    assert imported(address) is None  # the new scheduler knows no uploads
+    p = hc("up", inv=inv)
+    assert p.returncode == 0 and "nothing changed" not in p.stdout
+    assert "given to the new scheduler for every worker: upload  hc_again_mod.py" in p.stdout, p.stdout
+    assert imported(address) == 42
+    assert "given to the new scheduler" not in hc("up", inv=inv).stdout  # it has them now
+
+
+def imported(address: str):
+    """hc_again_mod.VALUE on the worker, or None when it cannot import it."""
+    from distributed import Client
+
+    def value():
+        try:
+            import hc_again_mod
+        except ImportError:
+            return None
+        return hc_again_mod.VALUE
+
+    with Client(address, timeout=10) as client:
+        return next(iter(client.run(value).values()))

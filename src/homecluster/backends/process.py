@@ -83,13 +83,19 @@ def _env_text(proc: ProcessSpec, mark: str) -> str:
     return "".join(f"{k}={shell_path(v) if v.startswith('~/') else shlex.quote(v)} " for k, v in pairs)
 
 
-def start_script(proc: ProcessSpec, cluster: str) -> str:
+def _launcher(proc: ProcessSpec, supervised: bool) -> str:
+    if not supervised:  # the Dask process alone in its own session (Linux): what bench_up compares against
+        return "setsid nohup"
+    role = proc.role
+    return " ".join(["nohup", shell_path(proc.argv[0]), f'"$D/{SUPERVISOR}"', "--name", role,
+                     "--state", f'"$D/{role}.state"', "--pidfile", f'"$D/{role}.pid"', "--"])
+
+
+def start_script(proc: ProcessSpec, cluster: str, supervised: bool = True) -> str:
     """Start one process under the supervisor, detached; first kill leftovers of the role (a torn `up`)."""
     py, role = proc.argv[0], proc.role
     mark = marker(cluster, proc.host, role)
     missing = f"no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it"
-    sup = [shell_path(py), f'"$D/{SUPERVISOR}"', "--name", role, "--state", f'"$D/{role}.state"',
-           "--pidfile", f'"$D/{role}.pid"', "--"]
     return "\n".join([
         _header("start", f"the {role} of cluster {cluster} on {proc.host}, supervised"),
         _FUNCTIONS,
@@ -102,7 +108,8 @@ def start_script(proc: ProcessSpec, cluster: str) -> str:
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
         f"echo {proc.fingerprint} > {role}.spec",
         f"rm -f {role}.state",
-        f"{_env_text(proc, mark)}nohup {' '.join(sup)} {shell_join(proc.argv)} > {role}.log 2>&1 < /dev/null &",
+        f"{_env_text(proc, mark)}{_launcher(proc, supervised)} {shell_join(proc.argv)} > {role}.log 2>&1 "
+        "< /dev/null &",
         f"echo $! > {role}.pid",
         f"echo hc-started {role} $!",
     ])
@@ -229,6 +236,7 @@ class ProcessBackend(Backend):
     """Supervised processes started over a POSIX shell (Linux, macOS)."""
 
     name = "process"
+    supervised = True  # False only in bench/bench_up.py, to measure what supervision costs side by side
 
     def __init__(self, runner, host, cluster: str, run_dir: str):
         super().__init__(runner, host, cluster)
@@ -236,7 +244,7 @@ class ProcessBackend(Backend):
 
     @contextmanager
     def session(self, command: str, progress: Progress) -> Iterator[None]:
-        held = self.runner.hold(session_script(self.run_dir, command, supervisor=command == "up"))
+        held = self.runner.hold(session_script(self.run_dir, command, self.supervised and command == "up"))
         try:
             for line in iter(held.readline, ""):
                 if line.startswith("hc-busy "):
@@ -259,7 +267,7 @@ class ProcessBackend(Backend):
         return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
 
     def start(self, proc: ProcessSpec) -> int | None:
-        r = self.runner.run(start_script(proc, self.cluster))
+        r = self.runner.run(start_script(proc, self.cluster, self.supervised))
         if not r.ok:
             raise HostError(f"{self.host.name}: starting the {proc.role} failed (exit {r.exit_code}): {r.tail()}")
         return parse_started(r.stdout)

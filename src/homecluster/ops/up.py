@@ -176,10 +176,36 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
         raise Interrupted("up", reports) from None
     _settle(reports, seen, running, timeout)
     rep = ClusterReport(spec, reports, scheduler_running=running, changed=changed)
-    sched_actions = reports[spec.scheduler.host].actions
-    if running and {f"{START} {SCHEDULER}", f"{RESTART} {SCHEDULER}"} & set(sched_actions):
+    if running and _scheduler_is_new(inv, reports[spec.scheduler.host]):
         _restore(inv, rep, progress)
     return rep
+
+
+def _scheduler_is_new(inv: Inventory, report: HostReport) -> bool:
+    """Whether the scheduler may lack what install-pkg and upload gave: this up started it, or its supervisor
+    restarted it since (then, if anything is recorded, it is asked whether it knows homecluster's plugins)."""
+    if {f"{START} {SCHEDULER}", f"{RESTART} {SCHEDULER}"} & set(report.actions):
+        return True
+    state = report.states.get(SCHEDULER)
+    if not (state and state.restarts):
+        return False
+    try:
+        if Additions(inv.path).empty:
+            return False
+    except HomeclusterError:
+        return True  # _restore reports the broken record
+    return not _has_our_plugins(inv)
+
+
+def _has_our_plugins(inv: Inventory) -> bool:
+    from homecluster.api import connect
+
+    try:
+        with connect(inv) as client:
+            names = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    except Exception:  # noqa: BLE001 - cannot tell: restoring twice is harmless
+        return False
+    return any("homecluster" in str(n) for n in names)
 
 
 def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:
@@ -199,7 +225,7 @@ def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:
             rep.restore_errors = restore(client, recorded)
     except OSError as e:
         rep.restore_errors = [f"cannot reach the scheduler to restore recorded packages: {e}"]
-    rep.restored = recorded.lines()
+    rep.restored, rep.changed = recorded.lines(), True
 
 
 def _settle(reports: dict[str, HostReport], seen: dict, running: bool, timeout: float) -> None:
