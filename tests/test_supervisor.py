@@ -194,7 +194,8 @@ def test_exited_child_is_restarted_and_counted(supervise, tmp_path, code):
     assert run.terminate() == 0
     final = run.state()
     assert final["stopping"] and not final["running"] and final["child_pid"] is None and not final["killed"]
-    assert final["restarts"] == len(starts(tmp_path)) - 1
+    # a child started just before the stop may be ended before it writes its line
+    assert len(starts(tmp_path)) - 1 <= final["restarts"] <= len(starts(tmp_path))
 
 
 def test_backoff_grows_and_is_capped(supervise, tmp_path):
