@@ -41,7 +41,7 @@ class Household:
         self.replies, self.runners = replies, {}
 
     def __call__(self, host) -> ReplayRunner:
-        self.runners[host.name] = ReplayRunner(host, {"session": "hc-locked\n", **self.replies.get(host.name, {})})
+        self.runners[host.name] = ReplayRunner(host, self.replies.get(host.name, {}))
         return self.runners[host.name]
 
     def kinds(self, host: str) -> list[str]:
@@ -49,11 +49,13 @@ class Household:
 
 
 def fresh() -> Household:
-    return Household({h: {"probe": recorded("probe-idle"), "start": recorded(f"start-{h}-up")} for h in HOSTS})
+    return Household({h: {"session": recorded(f"session-{h}-up"), "start": recorded(f"start-{h}-up")} for h in HOSTS})
 
 
 def running(**overrides) -> Household:
-    replies = {h: {"probe": recorded(f"probe-running-{h}"), "stop": recorded("stop-nothing-desktop")} for h in HOSTS}
+    """Everything runs; `session` replies with the probe taken under the lock, `probe` (status) the same lines."""
+    replies = {h: {"session": recorded(f"session-{h}-noop"), "probe": recorded(f"session-{h}-noop"),
+                   "stop": recorded(f"stop-{h}-down-again")} for h in HOSTS}
     for host, extra in overrides.items():
         replies[host].update(extra)
     return Household(replies)
@@ -62,8 +64,8 @@ def running(**overrides) -> Household:
 def test_up_on_a_fresh_household_starts_the_scheduler_then_the_workers(inv):
     hh = fresh()
     rep = up(inv, runners=hh, wait=False)
-    assert hh.kinds("desktop") == ["session", "probe", "start"]
-    assert hh.kinds("study") == hh.kinds("attic") == ["session", "probe", "start"]
+    assert hh.kinds("desktop") == ["session", "start"]
+    assert hh.kinds("study") == hh.kinds("attic") == ["session", "start"]
     assert rep.hosts["desktop"].actions == ["start scheduler"]
     assert rep.hosts["attic"].actions == ["start worker"] and rep.changed
     assert rep.hosts["attic"].pids["worker"] == int(recorded("start-attic-up").split()[-1])
@@ -72,23 +74,24 @@ def test_up_on_a_fresh_household_starts_the_scheduler_then_the_workers(inv):
 def test_up_on_a_running_cluster_touches_nothing(inv):
     hh = running()
     rep = up(inv, runners=hh, wait=False)
-    assert all(hh.kinds(h) == ["session", "probe"] for h in HOSTS)
+    assert all(hh.kinds(h) == ["session"] for h in HOSTS)  # one SSH command per host
     assert not rep.changed
     assert rep.hosts["study"].actions == ["keep worker"]
 
 
 def test_up_restarts_only_the_changed_host(inv):
     changed = parse(Path(inv.path).read_text().replace("nworkers: 1", "nworkers: 3"), inv.path)
-    hh = running(study={"stop": recorded("stop-worker-study"), "start": recorded("start-study-up")})
+    hh = running(study={"stop": recorded("stop-study-down"), "start": recorded("start-study-up")})
     rep = up(changed, runners=hh, wait=False)
-    assert hh.kinds("study") == ["session", "probe", "stop", "start"]
-    assert hh.kinds("attic") == ["session", "probe"] and rep.hosts["attic"].actions == ["keep worker"]
+    assert hh.kinds("study") == ["session", "stop", "start"]
+    assert "under the lock" not in hh.runners["study"].scripts[1]  # the session holds it already
+    assert hh.kinds("attic") == ["session"] and rep.hosts["attic"].actions == ["keep worker"]
     assert rep.hosts["study"].actions == ["restart worker"]
 
 
 def test_a_restart_that_had_to_kill_says_so(inv):
     changed = parse(Path(inv.path).read_text().replace("nworkers: 2", "nworkers: 3"), inv.path)
-    hh = running(attic={"stop": recorded("stop-worker-hung-attic"), "start": recorded("start-attic-up")})
+    hh = running(attic={"stop": recorded("stop-attic-down"), "start": recorded("start-attic-up")})
     rep = up(changed, runners=hh, wait=False)
     assert rep.hosts["attic"].actions == ["killed 1 stuck worker process(es)", "restart worker"]
 
@@ -96,27 +99,29 @@ def test_a_restart_that_had_to_kill_says_so(inv):
 def test_a_busy_lock_is_waited_for_and_said(inv):
     messages: list[str] = []
     hh = fresh()
-    hh.replies["desktop"]["session"] = recorded("session-busy")
+    hh.replies["desktop"]["session"] = recorded("session-desktop-busy")
     up(inv, runners=hh, wait=False, progress=messages.append)
     assert any(m.startswith("desktop: waiting for homecluster down from 10.213.61.1 (since ") for m in messages)
 
 
 def test_a_lock_never_granted_fails_that_host_and_holds_back_the_workers(inv):
     hh = fresh()
-    hh.replies["desktop"]["session"] = "hc-busy homecluster up from 10.213.61.1 (since 21:00:00)\nhc-busy-timeout\n"
+    hh.replies["desktop"]["session"] = CommandResult(
+        75, "hc-busy homecluster up from 10.213.61.1 (since 21:00:00)\nhc-busy-timeout\n", "")
     rep = up(inv, runners=hh, wait=False)
-    assert "desktop: cannot take the cluster's lock" in rep.hosts["desktop"].error
-    assert "hc-busy-timeout" in rep.hosts["desktop"].error
+    assert rep.hosts["desktop"].error.startswith(
+        "desktop: another homecluster command held the cluster's lock for 300 s (hc-busy homecluster up from "
+        "10.213.61.1 (since 21:00:00) | hc-busy-timeout). Fix: wait for it")
     assert rep.hosts["study"].error == "study: not started: the scheduler host desktop failed"
-    assert hh.kinds("study") == ["session", "probe"]  # probed, never started
+    assert hh.kinds("study") == ["session"]  # probed, never started
 
 
-def test_a_probe_cut_short_fails_only_its_host(inv):
+def test_a_session_cut_short_fails_only_its_host(inv):
     hh = fresh()
-    hh.replies["attic"]["probe"] = CommandResult(255, recorded("probe-idle").replace("hc-probe-done\n", ""),
-                                                 "Connection reset by peer")
+    cut = recorded("session-attic-up").split("hc-probe worker")[0]
+    hh.replies["attic"]["session"] = CommandResult(255, cut, "")
     rep = up(inv, runners=hh, wait=False)
-    assert rep.hosts["attic"].error.startswith("attic: probe failed (exit 255): Connection reset by peer")
+    assert rep.hosts["attic"].error.startswith("attic: the session script ended early (exit 255): hc-now ")
     assert rep.hosts["study"].actions == ["start worker"]
 
 
@@ -125,7 +130,7 @@ def test_the_dead_checker_reports_a_worker_its_supervisor_is_restarting(inv):
     reports = new_reports(inv, spec)
     reports["attic"].actions = ["start worker"]
     log = "Traceback (most recent call last):\nImportError: this distributed is broken on purpose\n"
-    hh = running(attic={"probe": recorded("probe-restarting-attic"), "logs": log})
+    hh = running(attic={"probe": recorded("probe-attic-restarting"), "logs": log})
     with Group(inv.hosts.values(), hh) as group:
         gone = _dead_checker(group, inv, spec, reports)({"attic-0", "attic-1", "study"})
     assert gone == {"attic-0", "attic-1"}
@@ -140,7 +145,7 @@ def test_status_shows_restarts_and_the_registered_workers(inv, monkeypatch):
          for i, n in enumerate(["study", "attic-0"])}
     monkeypatch.setattr(scheduler, "workers", lambda address, timeout=2.0: w)
     monkeypatch.setattr("homecluster.ops.status.Group",
-                        lambda hosts: Group(hosts, running(attic={"probe": recorded("probe-restarting-attic")})))
+                        lambda hosts: Group(hosts, running(attic={"probe": recorded("probe-attic-restarting")})))
     rep = status(inv)
     assert rep.scheduler_running and rep.hosts["study"].ok
     attic = rep.hosts["attic"]
@@ -151,14 +156,12 @@ def test_status_shows_restarts_and_the_registered_workers(inv, monkeypatch):
 
 
 def test_down_stops_workers_first_and_reports_kills_per_host(inv):
-    hh = Household({"desktop": {"stop": [recorded("stop-nothing-desktop"), recorded("stop-scheduler-desktop")]},
-                    "study": {"stop": [recorded("stop-worker-study"), ""]},
-                    "attic": {"stop": [recorded("stop-worker-hung-attic"), ""]}})
+    hh = Household({h: {"stop": [recorded(f"stop-{h}-down"), recorded(f"stop-{h}-down~2")]} for h in HOSTS})
     results = down(inv, runners=hh)
-    assert results["desktop"].value == [f"scheduler {recorded('stop-scheduler-desktop').split()[-1]}"]
-    assert results["attic"].value == [f"worker {recorded('stop-worker-hung-attic').split()[2]} "
+    assert results["desktop"].value == [f"scheduler {recorded('stop-desktop-down~2').split()[-1]}"]
+    assert results["attic"].value == [f"worker {recorded('stop-attic-down').split()[2]} "
                                       "(had to kill 1 process(es))"]
-    assert hh.kinds("study") == ["session", "stop", "session", "stop"]
+    assert hh.kinds("study") == ["stop", "stop"]  # each takes the lock itself: one SSH command per phase
     worker_stop, scheduler_stop = [s for s in hh.runners["desktop"].scripts if s.startswith("# homecluster stop")]
     assert "the worker of cluster replay" in worker_stop and "the scheduler of" in scheduler_stop
 
@@ -166,6 +169,6 @@ def test_down_stops_workers_first_and_reports_kills_per_host(inv):
 def test_the_recordings_match_the_inventory(inv):
     """Guards the fixtures: regenerate them with tests/replay/record.py when the spec's fingerprints change."""
     for p in build(inv).processes:
-        assert f"spec={p.fingerprint}" in recorded(f"probe-running-{p.host}"), (
+        assert f"spec={p.fingerprint}" in recorded(f"session-{p.host}-noop"), (
             "tests/replay/recorded/ is stale: run python tests/replay/record.py (as root)")
-    assert f"hc-probe {SCHEDULER} pid=" in recorded("probe-running-desktop")
+    assert f"hc-probe {SCHEDULER} pid=" in recorded("session-desktop-noop")

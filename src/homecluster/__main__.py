@@ -1,5 +1,3 @@
-import sys
+from homecluster.cli.main import run
 
-from homecluster.cli.main import main
-
-sys.exit(main())
+run()

@@ -24,6 +24,7 @@ from household import Household  # noqa: E402
 from homecluster.backends.process import ProcessBackend  # noqa: E402
 from homecluster.core.spec import run_dir  # noqa: E402
 from homecluster.inventory import load  # noqa: E402
+from homecluster.ops.down import down  # noqa: E402
 from homecluster.ops.up import up  # noqa: E402
 from homecluster.transport import SSHRunner  # noqa: E402
 from homecluster.transport.replay import kind_of  # noqa: E402
@@ -33,24 +34,37 @@ OUT = HERE / "recorded"
 
 
 class Recording(SSHRunner):
-    """An SSH runner that also keeps each script's stdout under a name."""
+    """An SSH runner that also keeps what each script printed, as `<kind>-<host>-<phase>` (`~2` for the second)."""
 
-    def __init__(self, host, sink: dict):
+    def __init__(self, host, sink: dict, phase: str):
         super().__init__(host)
-        self.sink, self.name = sink, None
+        self.sink, self.phase = sink, phase
+
+    def _keep(self, script: str, text: str) -> None:
+        name, n = f"{kind_of(script)}-{self.host.name}-{self.phase}", 2
+        while name in self.sink:  # the second script of that kind in the phase: NAME-2
+            name, n = f"{name.rsplit('~', 1)[0]}~{n}", n + 1
+        self.sink[name] = text
 
     def run(self, script, timeout=120):
         r = super().run(script, timeout)
-        name = self.name or f"{kind_of(script)}-{self.host.name}-up"
-        self.sink.setdefault(name, r.stdout)
-        self.name = None
+        self._keep(script, r.stdout)
         return r
 
+    def hold(self, script):
+        held = super().hold(script)
+        release = held.release
 
-def backend(inv, name: str, sink: dict) -> tuple[ProcessBackend, Recording]:
+        def keep_and_release():
+            self._keep(script, "".join(line + "\n" for line in held.lines))
+            return release()
+        held.release = keep_and_release
+        return held
+
+
+def backend(inv, name: str, sink: dict, phase: str) -> ProcessBackend:
     host = inv.hosts[name]
-    runner = Recording(host, sink)
-    return ProcessBackend(runner, host, inv.cluster.name, run_dir(inv, host)), runner
+    return ProcessBackend(Recording(host, sink, phase), host, inv.cluster.name, run_dir(inv, host))
 
 
 def marked(hh, host: str, role: str) -> list[int]:
@@ -81,56 +95,31 @@ def main() -> None:
         path.write_text("# written by tests/replay/record.py: the inventory the recordings were made with\n"
                         + yaml.safe_dump(data, sort_keys=False))
         inv = load(str(path))
-        desk, desk_runner = backend(inv, "desktop", sink)
-        desk_runner.name = "probe-idle"
-        desk.probe()
-        cli = [sys.executable, "-m", "homecluster"]
-        rep = up(inv, runners=lambda h: Recording(h, sink))
+        rep = up(inv, runners=lambda h: Recording(h, sink, "up"))  # cold: session (idle probe), start
         assert rep.ok, [h.error for h in rep.hosts.values()]
-        for name in ("desktop", "study", "attic"):
-            b, r = backend(inv, name, sink)
-            r.name = f"probe-running-{name}"
-            b.probe()
-        # a session that has to wait: hold desktop's lock for 1 s from another command
-        other, _ = backend(inv, "desktop", sink)
+        up(inv, runners=lambda h: Recording(h, sink, "noop"))  # session with the running processes
+        # a session that has to wait: desktop's lock held for 1 s by another command
         held = threading.Event()
 
         def hold() -> None:
-            with other.session("down", print):
+            with backend(inv, "desktop", {}, "other").session("down", print):
                 held.set()
                 time.sleep(1.0)
         t = threading.Thread(target=hold)
         t.start()
         held.wait()
-        lines = []
-        waiter = desk.runner.hold(__import__("homecluster.backends.process", fromlist=["x"]).session_script(
-            desk.run_dir, "up", supervisor=False))
-        for line in iter(waiter.readline, ""):
-            lines.append(line)
-            if line.strip() == "hc-locked":
-                break
-        waiter.release()
+        with backend(inv, "desktop", sink, "busy").session("up", print):
+            pass
         t.join()
-        sink["session-busy"] = "".join(lines)
         # attic: kill -9 of the worker's Dask processes; the probe right after sees the supervisor backing off
         hh.kill("attic", marked(hh, "attic", "worker"))
-        attic, attic_runner = backend(inv, "attic", sink)
         time.sleep(0.3)
-        attic_runner.name = "probe-restarting-attic"
-        attic.probe()
+        backend(inv, "attic", sink, "restarting").probe()
         time.sleep(8)
         for pid in marked(hh, "attic", "worker"):
             os.kill(pid, signal.SIGSTOP)
-        attic_runner.name = "stop-worker-hung-attic"
-        attic.stop("worker")
-        study, study_runner = backend(inv, "study", sink)
-        study_runner.name = "stop-worker-study"
-        study.stop("worker")
-        desk_runner.name = "stop-scheduler-desktop"
-        desk.stop("scheduler")
-        desk_runner.name = "stop-nothing-desktop"
-        desk.stop("worker")
-        subprocess.run(cli + ["down", "-i", str(path)], check=True, capture_output=True)
+        down(inv, runners=lambda h: Recording(h, sink, "down"))  # attic hung: killed
+        down(inv, runners=lambda h: Recording(h, sink, "down-again"))  # nothing runs
     OUT.mkdir(exist_ok=True)
     for name, text in sink.items():
         (OUT / f"{name}.txt").write_text(text)

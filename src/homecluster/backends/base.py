@@ -80,20 +80,21 @@ class Backend(ABC):
         self.runner, self.host, self.cluster = runner, host, cluster
 
     @abstractmethod
-    def session(self, command: str, progress: Progress) -> AbstractContextManager[None]:
-        """Hold this host's lock for the cluster while the block runs (a concurrent up/down waits, saying so)."""
+    def session(self, command: str, progress: Progress) -> AbstractContextManager[dict[str, ProcessState]]:
+        """Hold this host's lock for the cluster while the block runs (a concurrent up/down waits, saying so);
+        the value is every role's state, probed under the lock."""
 
     @abstractmethod
     def probe(self) -> dict[str, ProcessState]:
-        """Every role's state on this host."""
+        """Every role's state on this host (without the lock: status)."""
 
     @abstractmethod
     def start(self, proc: ProcessSpec) -> int | None:
         """Start a process (and whatever keeps it running); its pid."""
 
     @abstractmethod
-    def stop(self, role: str) -> Stopped | None:
-        """Stop a role and everything it started; None when nothing ran."""
+    def stop(self, role: str, progress: Progress = lambda s: None) -> Stopped | None:
+        """Stop a role and everything it started; None when nothing ran. Outside a session it takes the lock."""
 
     @abstractmethod
     def logs(self, role: str, lines: int) -> str:

@@ -50,14 +50,10 @@ def _header(kind: str, what: str) -> str:
     return f"# homecluster {kind}: {what}"
 
 
-def session_script(run_dir: str, command: str, supervisor: bool) -> str:
-    """Take the host's lock for the cluster (wait, saying who holds it), put the supervisor in place (for a
-    command that starts processes), then hold the lock until stdin closes: when the command ends, or its SSH
-    connection drops."""
-    install = [f"cat > \"$D/{SUPERVISOR}.new\" <<'HC_SUPERVISOR_EOF'", SUPERVISOR_SOURCE.rstrip("\n"),
-               "HC_SUPERVISOR_EOF", f'mv -f "$D/{SUPERVISOR}.new" "$D/{SUPERVISOR}" || exit 1'] if supervisor else []
-    return "\n".join([
-        _header("session", "hold this host's lock for the cluster while the command works here"),
+def _lock_lines(run_dir: str, command: str) -> list[str]:
+    """Take the host's lock for the cluster on fd 9 (waiting at most LOCK_WAIT s, saying who holds it); the lock
+    lasts as long as this shell."""
+    return [
         f"D={shell_path(run_dir)}",
         'mkdir -p "$D" || exit 1',
         'exec 9>>"$D/lock"',
@@ -71,8 +67,22 @@ def session_script(run_dir: str, command: str, supervisor: bool) -> str:
         f'  hc_lock {LOCK_WAIT} || {{ echo "hc-busy-timeout"; exit {LOCK_BUSY_EXIT}; }}',
         "fi",
         # who holds the lock, as a waiting command shows it: the command, the laptop it came from, since when
-        f'echo "homecluster {command}${{SSH_CLIENT:+ from ${{SSH_CLIENT%% *}}}} (since $(date +%H:%M:%S))" > "$D/lock.owner"',
+        f'echo "homecluster {command}${{SSH_CLIENT:+ from ${{SSH_CLIENT%% *}}}} (since $(date +%H:%M:%S))"'
+        ' > "$D/lock.owner"',
+    ]
+
+
+def session_script(run_dir: str, cluster: str, host: str, command: str, supervisor: bool) -> str:
+    """Take the host's lock for the cluster, put the supervisor in place (for a command that starts processes),
+    probe, then hold the lock until stdin closes: when the command ends, or its SSH connection drops.
+    (One SSH command instead of three: each costs the login shell's start-up on the host.)"""
+    install = [f"cat > \"$D/{SUPERVISOR}.new\" <<'HC_SUPERVISOR_EOF'", SUPERVISOR_SOURCE.rstrip("\n"),
+               "HC_SUPERVISOR_EOF", f'mv -f "$D/{SUPERVISOR}.new" "$D/{SUPERVISOR}" || exit 1'] if supervisor else []
+    return "\n".join([
+        _header("session", f"lock cluster {cluster} on {host} while homecluster {command} works here; probe"),
+        *_lock_lines(run_dir, command),
         *install,
+        _probe_body(cluster, host),
         "echo hc-locked",
         "read _ || true",
     ])
@@ -115,13 +125,9 @@ def start_script(proc: ProcessSpec, cluster: str, supervised: bool = True) -> st
     ])
 
 
-def probe_script(run_dir: str, cluster: str, host: str) -> str:
-    """Report the host's clock and, for every role: supervisor pid, whether it is ours and alive, the fingerprint
-    it was started with, and the supervisor's state (restarts, last exit)."""
+def _probe_body(cluster: str, host: str) -> str:
     return "\n".join([
-        _header("probe", f"what runs for cluster {cluster} on {host}"),
         _FUNCTIONS,
-        f"D={shell_path(run_dir)}",
         'echo "hc-now $(date +%s)"',
         f"for role in {' '.join(ROLES)}; do",
         '  pid=$(cat "$D/$role.pid" 2>/dev/null); spec=$(cat "$D/$role.spec" 2>/dev/null)',
@@ -133,14 +139,23 @@ def probe_script(run_dir: str, cluster: str, host: str) -> str:
     ])
 
 
-def stop_script(run_dir: str, cluster: str, host: str, role: str) -> str:
+def probe_script(run_dir: str, cluster: str, host: str) -> str:
+    """Report the host's clock and, for every role: supervisor pid, whether it is ours and alive, the fingerprint
+    it was started with, and the supervisor's state (restarts, last exit). Takes no lock (status)."""
+    return "\n".join([_header("probe", f"what runs for cluster {cluster} on {host}"), f"D={shell_path(run_dir)}",
+                      _probe_body(cluster, host)])
+
+
+def stop_script(run_dir: str, cluster: str, host: str, role: str, lock_for: str | None = None) -> str:
     """Stop one role: SIGTERM to its supervisor (which stops the Dask process, killing it after a grace period),
-    then SIGKILL whatever still carries the role's marker. Says what had to be killed."""
+    then SIGKILL whatever still carries the role's marker. Says what had to be killed. With `lock_for` (a
+    command's name) it first takes the host's lock itself (down); without, the caller holds it (up)."""
     mark = shlex.quote(marker(cluster, host, role))
+    where = _lock_lines(run_dir, lock_for) if lock_for else [f"D={shell_path(run_dir)}"]
     return "\n".join([
-        _header("stop", f"the {role} of cluster {cluster} on {host}"),
+        _header("stop", f"the {role} of cluster {cluster} on {host}" + (", under the lock" if lock_for else "")),
+        *where,
         _FUNCTIONS,
-        f"D={shell_path(run_dir)}",
         f'pid=$(cat "$D/{role}.pid" 2>/dev/null); killed=0',
         f'if hc_ours "$pid" {mark}; then',
         '  kill -TERM "$pid" 2>/dev/null',
@@ -228,7 +243,7 @@ def parse_stopped(output: str, role: str) -> Stopped | None:
 
 
 # What each script prints on a host where nothing has run yet: how --dry-run walks the real code path.
-IDLE_OUTPUT = {"session": "hc-locked\n", "probe": "hc-probe-done\n", "start": "hc-started {role} 0\n",
+IDLE_OUTPUT = {"session": "hc-probe-done\nhc-locked\n", "probe": "hc-probe-done\n", "start": "hc-started x 0\n",
                "stop": "", "logs": ""}
 
 
@@ -240,31 +255,52 @@ class ProcessBackend(Backend):
 
     def __init__(self, runner, host, cluster: str, run_dir: str):
         super().__init__(runner, host, cluster)
-        self.run_dir = run_dir
+        self.run_dir, self._locked = run_dir, False
 
     @contextmanager
-    def session(self, command: str, progress: Progress) -> Iterator[None]:
-        held = self.runner.hold(session_script(self.run_dir, command, self.supervised and command == "up"))
+    def session(self, command: str, progress: Progress) -> Iterator[dict[str, ProcessState]]:
+        script = session_script(self.run_dir, self.cluster, self.host.name, command,
+                                supervisor=self.supervised and command == "up")
+        held = self.runner.hold(script)
         try:
-            for line in iter(held.readline, ""):
-                if line.startswith("hc-busy "):
-                    progress(f"{self.host.name}: waiting for {line[8:].strip() or 'another homecluster command'}"
-                             " to finish")
-                elif line.strip() == "hc-locked":
-                    break
-            else:
-                raise HostError(f"{self.host.name}: cannot take the cluster's lock in {self.run_dir}/lock: "
-                                f"{held.tail()}. Fix: is another homecluster command stuck? See its lock.owner")
-            yield
+            lines = self._read(held, progress, until="hc-locked")
+            if lines[-1:] != ["hc-locked"]:
+                self._session_failed(held, lines)
+            self._locked = True
+            yield self._states("\n".join(lines), 0, held.tail())
         finally:
+            self._locked = False
             held.release()
+
+    def _session_failed(self, held, lines: list[str]) -> None:
+        code = held.release()
+        if "hc-busy-timeout" in lines:
+            raise HostError(f"{self.host.name}: another homecluster command held the cluster's lock for {LOCK_WAIT} s "
+                            f"({held.tail(2)}). Fix: wait for it, or see {self.run_dir}/lock.owner on "
+                            f"{self.host.name}")
+        raise HostError(f"{self.host.name}: the session script ended early (exit {code}): {held.tail()}")
+
+    def _read(self, held, progress: Progress, until: str | None = None) -> list[str]:
+        """Lines of a held script up to `until` (or its end), saying when it waits for another command's lock."""
+        lines = []
+        for line in iter(held.readline, ""):
+            lines.append(line.rstrip("\n"))
+            if line.startswith("hc-busy "):
+                progress(f"{self.host.name}: waiting for {line[8:].strip() or 'another homecluster command'}"
+                         " to finish")
+            elif until and lines[-1] == until:
+                break
+        return lines
+
+    def _states(self, output: str, exit_code: int, tail: str) -> dict[str, ProcessState]:
+        states = parse_probe(output)
+        if exit_code or states is None:
+            raise HostError(f"{self.host.name}: probe failed (exit {exit_code}): {tail}")
+        return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
 
     def probe(self) -> dict[str, ProcessState]:
         r = self.runner.run(probe_script(self.run_dir, self.cluster, self.host.name), timeout=30)
-        states = parse_probe(r.stdout)
-        if not r.ok or states is None:
-            raise HostError(f"{self.host.name}: probe failed (exit {r.exit_code}): {r.tail()}")
-        return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
+        return self._states(r.stdout, r.exit_code, r.tail())
 
     def start(self, proc: ProcessSpec) -> int | None:
         r = self.runner.run(start_script(proc, self.cluster, self.supervised))
@@ -272,11 +308,17 @@ class ProcessBackend(Backend):
             raise HostError(f"{self.host.name}: starting the {proc.role} failed (exit {r.exit_code}): {r.tail()}")
         return parse_started(r.stdout)
 
-    def stop(self, role: str) -> Stopped | None:
-        r = self.runner.run(stop_script(self.run_dir, self.cluster, self.host.name, role))
-        if not r.ok:
-            raise HostError(f"{self.host.name}: stopping the {role} failed (exit {r.exit_code}): {r.tail()}")
-        return parse_stopped(r.stdout, role)
+    def stop(self, role: str, progress: Progress = lambda s: None) -> Stopped | None:
+        if self._locked:  # within this command's session
+            r = self.runner.run(stop_script(self.run_dir, self.cluster, self.host.name, role))
+            code, out, tail = r.exit_code, r.stdout, r.tail()
+        else:  # takes the lock itself, and says so while it waits
+            held = self.runner.hold(stop_script(self.run_dir, self.cluster, self.host.name, role, lock_for="down"))
+            out = "\n".join(self._read(held, progress))
+            code, tail = held.release(), held.tail()
+        if code:
+            raise HostError(f"{self.host.name}: stopping the {role} failed (exit {code}): {tail}")
+        return parse_stopped(out, role)
 
     def logs(self, role: str, lines: int) -> str:
         r = self.runner.run(logs_script(self.run_dir, role, lines))

@@ -266,5 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+def run() -> None:
+    """The console entry point: main(), then exit without the interpreter's clean-up of every module it loaded
+    (~0.1 s once distributed is imported, a tenth of a no-op up). Every command has closed its connections and
+    files by then; the output is flushed here."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

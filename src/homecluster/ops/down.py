@@ -1,4 +1,4 @@
-"""`down` (stop workers everywhere, then schedulers, each host under its lock) and `logs`."""
+"""`down` (stop workers everywhere, then schedulers; each stop takes its host's lock) and `logs`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from homecluster.transport.group import Group, HostResult
 
 def _stopper(inv: Inventory, role: str, progress: Progress):
     def act(runner, host: Host) -> list[str]:
-        backend = backend_for(inv, host, runner)
-        with backend.session("down", progress):
-            stopped = backend.stop(role)
+        stopped = backend_for(inv, host, runner).stop(role, progress)  # under the host's lock
         return [stopped.describe()] if stopped else []
     return act
 

@@ -70,8 +70,7 @@ def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport],
     (Only worker hosts wait while holding their lock, and only for the scheduler's host: no lock cycle.)"""
     decision, sched_host = _SchedulerDecision(), spec.scheduler.host
 
-    def host_up(backend: Backend, host: Host) -> list[Step]:
-        roles = backend.probe()
+    def host_up(backend: Backend, host: Host, roles: dict[str, ProcessState]) -> list[Step]:
         reports[host.name].states = roles
         first = []
         if host.name == sched_host:
@@ -87,8 +86,8 @@ def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport],
     def act(runner, host: Host) -> list[Step]:
         try:
             backend = backend_for(inv, host, runner)
-            with backend.session("up", progress):
-                return host_up(backend, host)
+            with backend.session("up", progress) as roles:
+                return host_up(backend, host, roles)
         finally:
             if host.name == sched_host:
                 decision.set(None)  # no-op when already decided; unblocks the others when this host failed

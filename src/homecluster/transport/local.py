@@ -31,10 +31,11 @@ class LocalRunner:
         p = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
 
-        def release() -> None:
+        def release() -> int:
             p.stdin.close()
-            p.wait(timeout=10)
+            code = p.wait(timeout=60)
             p.stdout.close()
+            return code
         return Held(p.stdout.readline, release)
 
     def put(self, local: Path, remote: str) -> None:

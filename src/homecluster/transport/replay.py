@@ -49,8 +49,9 @@ class ReplayRunner:
         return self._answer(script)
 
     def hold(self, script: str) -> Held:
-        lines = deque(self._answer(script).stdout.splitlines(keepends=True))
-        return Held(lambda: lines.popleft() if lines else "", lambda: None)
+        r = self._answer(script)
+        lines = deque(r.stdout.splitlines(keepends=True))
+        return Held(lambda: lines.popleft() if lines else "", lambda: r.exit_code)
 
     def put(self, local: Path, remote: str) -> None:
         self.scripts.append(f"# copy {local} to {remote}")

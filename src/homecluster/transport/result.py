@@ -43,8 +43,9 @@ class Held:
         """The last lines read, for error messages."""
         return " | ".join(self.lines[-lines:]) or "no output"
 
-    def release(self) -> None:
+    def release(self) -> int | None:
+        """End the script; its exit code (None when the host or the connection is already gone)."""
         try:
-            self._release()
+            return self._release()
         except Exception:  # noqa: BLE001 - the host or its connection may already be gone: nothing to release
-            pass
+            return None

@@ -113,10 +113,11 @@ class SSHRunner:
             except Exception:  # noqa: BLE001 - the channel broke: the end of the output
                 return ""
 
-        def release() -> None:
+        def release() -> int:
             channel.shutdown_write()
-            channel.recv_exit_status()
+            code = channel.recv_exit_status()
             channel.close()
+            return code
         return Held(readline, release)
 
     def put(self, local: Path, remote: str) -> None:
