@@ -6,6 +6,8 @@ distributed is imported inside the functions: the CLI starts faster, and the imp
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -78,6 +80,17 @@ async def _identity(address: str, timeout: float) -> dict:
 
     async with rpc(address, timeout=timeout) as r:
         return await asyncio.wait_for(r.identity(), timeout)
+
+
+def workers_over_http(dashboard_url: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
+    """The scheduler's workers from its dashboard's /json/identity.json, or None when it does not answer:
+    no import of distributed (~0.2 s), which is most of what a no-op up would otherwise spend here."""
+    base = dashboard_url.rsplit("/", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/json/identity.json", timeout=timeout) as r:
+            return parse_identity(json.loads(r.read()))
+    except (OSError, ValueError, AttributeError):  # not answering, or not a Dask dashboard
+        return None
 
 
 def workers(address: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:

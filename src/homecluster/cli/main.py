@@ -65,7 +65,8 @@ def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
         print(f"warning: {e}", file=sys.stderr)
     if rep.ok:
         print("\nnothing changed: the cluster was already up" if not rep.changed else "\ncluster is up")
-        _warn_versions(inv)
+        if rep.changed:  # what runs now was checked by the up that started it; doctor checks any time
+            _warn_versions(inv)
     return 0 if rep.ok else 1
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from dask.utils import parse_bytes, parse_timedelta
 
 from homecluster.inventory import environment
 from homecluster.inventory.environment import Environment
 from homecluster.errors import InventoryError, one_line, shown
+from homecluster.inventory.units import parse_bytes, parse_seconds
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # names, variables and port ranges match whole (fullmatch)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -168,7 +168,8 @@ def _name(v: Any) -> str:
 
 
 def _parsed(parse: Callable[[str], float], v: Any) -> float | None:
-    """What one of dask's parsers reads in a number or a one-line text; None where it cannot read it."""
+    """What a parser (as dask reads sizes and durations) reads in a number or a one-line text; None where it
+    cannot read it."""
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         return None
     text = str(v)
@@ -176,7 +177,7 @@ def _parsed(parse: Callable[[str], float], v: Any) -> float | None:
         return None
     try:
         return float(parse(text))
-    except (ValueError, KeyError, IndexError, OverflowError):  # what parse_bytes and parse_timedelta raise on junk
+    except (ValueError, KeyError, IndexError, OverflowError):  # what the parsers raise on junk
         return None
 
 
@@ -194,7 +195,7 @@ def _memory(v: Any) -> str:
 
 
 def _seconds(v: Any) -> float:
-    secs = _parsed(parse_timedelta, v)
+    secs = _parsed(parse_seconds, v)
     if secs is None:
         raise Bad(f"cannot read {shown(v)} as a duration", "write seconds such as 120, or a duration such as 2min")
     if not 0 < secs <= MAX_SECONDS:
