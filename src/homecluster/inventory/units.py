@@ -37,4 +37,6 @@ def parse_seconds(text: str) -> float:
     if not s[0].isdigit():
         s = "1" + s
     number, unit = _split(s)
-    return float(number) * TIME_UNITS[(unit or "seconds").lower()]
+    seconds = float(number) * TIME_UNITS[(unit or "seconds").lower()]
+    int(seconds)  # as dask (it makes whole seconds an int): infinite and NaN durations are refused
+    return seconds
