@@ -64,6 +64,7 @@ from common import (CLIENT_MINOR, BenchError, Household, build_household, cli_st
                     fresh_laptop, goal, kind_seconds, line_time, managed_inventory, note_error, output_of, parse_args,
                     print_errors, print_events, print_machine_loads, print_ratio_row, print_round_one,
                     print_seconds_table, rm, run_checked, run_cli, run_config, skipped, stats, timeline, write_json)
+from common import compile_sources
 
 PREFIX, SUBNET = "hq", "10.213.65"
 NAMES = ("desktop", "study", "attic")  # Household's default names
@@ -449,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          f"lacks: {', '.join(usable)}")
     if skipped("bench_install"):
         return 0
+    compile_sources()
 
     errors: list[str] = []
     rounds: list[dict] = []

@@ -43,6 +43,7 @@ from common import (CLIENT_MINOR, BenchError, Household, build_household, cli_st
                     fresh_laptop, goal, kind_seconds, line_time, managed_inventory, note_error, output_of, parse_args,
                     print_errors, print_events, print_machine_loads, print_round_one, print_seconds_table, rm,
                     run_checked, run_config, skipped, stats, timeline, write_json)
+from common import compile_sources
 
 PREFIX, SUBNET = "hk", "10.213.63"
 NAMES = ("desktop", "study", "attic")  # Household's default names
@@ -378,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, 3, "rounds, each 1 host, 3 hosts, no-op (default 3)")
     if skipped("bench_setup"):
         return 0
+    compile_sources()
 
     errors: list[str] = []
     rounds: list[dict] = []

@@ -44,6 +44,7 @@ from pathlib import Path
 from common import (CLI, BenchError, Household, baseline, build_household, cli_start_baseline, fmt, fmt_stat, goal,
                     note_error, parse_args, print_errors, ratio, run_checked, run_cli, run_config, skipped, stats,
                     write_json)
+from common import compile_sources
 
 PREFIX, SUBNET = "hb", "10.213.59"
 NAMES = ("desktop", "study", "attic")  # host 1 = scheduler, hosts 2 and 3 = one worker each
@@ -210,6 +211,28 @@ def round_unsupervised(hh: Household, inv: Path, cwd: Path, state: dict, notes: 
     down = _cli(["down", "-i", str(inv)], cwd, UNSUPERVISED_CLI)
     state["bare_maybe_up"] = False
     return {"up": up, "down": down, "check": check, **finish_down(hh, BARE, t_down, notes)}
+
+
+def supervisor_start_cost(tmp: Path, reps: int = 15) -> dict:
+    """What the supervisor adds before the Dask process starts, measured alone and side by side: the time until
+    a child prints its first line, started directly or through backends/supervisor.py (interleaved)."""
+    from homecluster.backends import process
+
+    child = [sys.executable, "-c", "print('up', flush=True)"]
+    sup = [sys.executable, str(Path(process.__file__).parent / "supervisor.py"), "--name", "bench",
+           "--state", str(tmp / "bench.state"), "--pidfile", str(tmp / "bench.pid"), "--"]
+    times: dict[str, list[float]] = {"direct": [], "supervised": []}
+    for _ in range(reps):
+        for kind, argv in (("direct", child), ("supervised", sup + child)):
+            t0 = time.perf_counter()
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+            while "up" not in p.stdout.readline():
+                pass
+            times[kind].append(time.perf_counter() - t0)
+            if kind == "supervised":  # it would restart the child: stop it
+                os.killpg(p.pid, signal.SIGTERM)
+            p.wait()
+    return {k: stats(v) for k, v in times.items()}
 
 
 # --- SSHCluster ---------------------------------------------------------------------------------------------
@@ -389,6 +412,11 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
                    cost["median"], cost["median"] <= SUPERVISION_BUDGET, " s"))
     if noop:
         print(goal("no-op up < 1 s", noop["median"], noop["median"] < 1.0, " s"))
+    s = summ.get("supervisor_start")
+    if s:
+        print(f"the supervisor's own start before the Dask process: {fmt(s['supervised']['median'])} s to a "
+              f"child's first line through it, {fmt(s['direct']['median'])} s directly (medians of "
+              f"{s['direct']['n']} interleaved starts): +{s['supervised']['median'] - s['direct']['median']:.3f} s")
     print(f"baselines: `python -m homecluster --version` {base['homecluster_cli_start']:.2f} s, "
           f"`python -c 'import distributed'` {base['import_distributed']:.2f} s (both fresh-process costs)")
     for tool in (SCRIPT, INPROC):
@@ -430,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, 5, "rounds per contender, interleaved (default 5)")
     if skipped("bench_up"):
         return 0
+    compile_sources()
     from conftest import household_inventory  # imports pytest and yaml; only needed from here on
 
     import dask
@@ -465,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"import distributed {base['import_distributed']:.2f} s")
             results = run_rounds(args.rounds, hh, inv, tmp, state, notes, errors)
             summ = summarize(results)
+            summ["supervisor_start"] = supervisor_start_cost(tmp)
             print_report(results, summ, base, errors, notes)
             if args.json:
                 ports = {HC: HC_PORTS, BARE: BARE_PORTS, SCRIPT: SCRIPT_PORTS, INPROC: INPROC_PORTS}

@@ -64,6 +64,16 @@ def skipped(bench: str) -> bool:
     return not ok
 
 
+def compile_sources() -> None:
+    """Byte-compile homecluster's sources, as a regular install does: an editable install in an environment with
+    PYTHONDONTWRITEBYTECODE (this machine's) would otherwise compile every module at every CLI start."""
+    import compileall
+
+    import homecluster
+
+    compileall.compile_dir(str(Path(homecluster.__file__).parent), quiet=1)
+
+
 def build_household(workdir: Path, prefix: str, subnet: str, names: tuple[str, ...] = ("desktop", "study", "attic"),
                     cpu_budgets: bool = False) -> tuple[Household, float]:
     """Build a Household (it tears down what it built if that fails) and say so: (household, seconds taken).
