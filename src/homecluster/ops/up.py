@@ -17,7 +17,7 @@ from homecluster.errors import HomeclusterError, HostError
 from homecluster.inventory import Host, Inventory
 from homecluster.ops.report import ClusterReport, HostReport, Interrupted, new_reports
 from homecluster.packages import lock
-from homecluster.packages.additions import Additions, restore
+from homecluster.packages.additions import Additions, given, restore
 from homecluster.transport import runner_for
 from homecluster.transport.group import Group, HostResult
 
@@ -190,30 +190,28 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
 
 
 def _scheduler_is_new(inv: Inventory, report: HostReport) -> bool:
-    """Whether the scheduler may lack what install-pkg and upload gave: this up started it, or its supervisor
-    restarted it since (then, if anything is recorded, it is asked whether it knows homecluster's plugins)."""
+    """Whether the scheduler may lack what install-pkg and upload recorded: this up started it, or its supervisor
+    restarted it since (then, if anything is recorded, the scheduler is asked)."""
     if {f"{START} {SCHEDULER}", f"{RESTART} {SCHEDULER}"} & set(report.actions):
         return True
     state = report.states.get(SCHEDULER)
     if not (state and state.restarts):
         return False
     try:
-        if Additions(inv.path).empty:
-            return False
+        recorded = Additions(inv.path)
     except HomeclusterError:
         return True  # _restore reports the broken record
-    return not _has_our_plugins(inv)
+    return not recorded.empty and not _already_given(inv, recorded)
 
 
-def _has_our_plugins(inv: Inventory) -> bool:
+def _already_given(inv: Inventory, recorded: Additions) -> bool:
     from homecluster.api import connect
 
     try:
         with connect(inv) as client:
-            names = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
-    except Exception:  # noqa: BLE001 - cannot tell: restoring twice is harmless
+            return given(client, recorded)
+    except Exception:  # noqa: BLE001 - cannot tell: giving it all again is harmless
         return False
-    return any("homecluster" in str(n) for n in names)
 
 
 def _restore(inv: Inventory, rep: ClusterReport, progress: Progress) -> None:

@@ -93,6 +93,15 @@ def _well_formed(entries, fields: dict[str, type]) -> bool:
         isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in fields.items()) for e in entries.values())
 
 
+def given(client, additions: Additions) -> bool:
+    """Whether the scheduler behind `client` already has everything recorded (a scheduler that its supervisor
+    restarted has none of it): the recorded packages' plugin, and each upload (distributed names an upload's
+    plugin after the file's path)."""
+    names = [str(n) for n in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))]
+    wanted = ([RESTORED_PLUGIN] if additions.packages else []) + [u["file"] for u in additions.uploads.values()]
+    return all(any(n.startswith(w) for n in names) for w in wanted)
+
+
 def restore(client, additions: Additions) -> list[str]:
     """Give a (freshly started) scheduler everything recorded; the errors, one line each (empty when all went
     well). The scheduler then hands it to every worker, including the ones that join later."""
