@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,17 @@ def dask_processes(hh) -> list[tuple[str, int, str]]:
     """Every dask process left in any host namespace (a nanny's workers run as `python -c from multiprocessing...`)."""
     return [(h.name, pid, cmd) for h in hh.hosts for pid, cmd in hh.processes(h.name)
             if "distributed" in cmd or "multiprocessing" in cmd]
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.2):
+    """Poll until predicate() is truthy; its value, or None after timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
 
 
 def status(inv: Path) -> dict:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from homecluster.backends.process import ProcessBackend, marker, start_script
 from homecluster.core.spec import WORKER, ProcessSpec
 from homecluster.inventory import parse
 from homecluster.transport import LocalRunner
+
+from conftest import wait_for
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(600)")
 
@@ -51,16 +52,6 @@ def marked(mark: str) -> list[int]:
         except OSError:
             pass
     return out
-
-
-def wait_for(predicate, timeout: float = 10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return None
 
 
 def test_a_second_session_waits_and_says_who_holds_the_lock(backend):

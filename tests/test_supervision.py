@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hc, household_inventory, status
+from conftest import hc, household_inventory, status, wait_for
 
 pytestmark = pytest.mark.household
 
@@ -92,17 +92,6 @@ class Watch:
     @property
     def duplicates(self) -> dict[str, int]:
         return {n: c for n, c in self.worst.items() if c > 1}
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2):
-    """Poll until predicate() is truthy; its value, or None after timeout seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def registered(address: str, expected: list[str]):
