@@ -175,6 +175,17 @@ def cmd_logs(inv: Inventory, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(inv: Inventory, args: argparse.Namespace) -> int:
+    from homecluster.security.certs import CertStore
+
+    store = CertStore(inv.cluster.name)
+    if args.action in ("init", "rotate"):
+        made = store.rotate(inv) if args.action == "rotate" else store.ensure(inv)
+        print(f"{'made' if made else 'nothing to make'}{': ' + ', '.join(made) if made else ''} ({store.dir})")
+    print(render.certs_text(store.show()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-i", "--inventory", default=argparse.SUPPRESS,
@@ -217,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", parents=[common], help="print the dashboard URL and open a browser")
     dash.add_argument("--no-browser", action="store_true", help="only print the URL")
     dash.set_defaults(func=cmd_dashboard)
+    ce = sub.add_parser("certs", parents=[common], help="the cluster's private CA and certificates (mutual TLS)")
+    ce.add_argument("action", choices=["init", "rotate", "show"],
+                    help="init: make what is missing; rotate: a new CA and new certificates; show: fingerprints")
+    ce.set_defaults(func=cmd_certs)
     lg = sub.add_parser("logs", parents=[common], help="the log of a host's scheduler or worker")
     lg.add_argument("host")
     lg.add_argument("--role", choices=[WORKER, SCHEDULER], default=None,

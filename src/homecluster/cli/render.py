@@ -120,3 +120,11 @@ def install_text(rep) -> str:
              "ok" if r.ok else "FAILED"] for r in rep.workers]
     out = [table(["WORKER", "HOST", "INSTALLED", "STATUS"], rows)]
     return with_failures(out, sorted({r.error for r in rep.workers if r.error}) + rep.host_errors)
+
+
+def certs_text(certs: list) -> str:
+    """One row per certificate: name, expiry, SHA-256 fingerprint."""
+    if not certs:
+        return "no certificates yet. Fix: homecluster certs init (homecluster up makes them too)"
+    rows = [[c.name, c.not_after.strftime("%Y-%m-%d"), c.sha256] for c in certs]
+    return table(["CERTIFICATE", "EXPIRES", "SHA-256"], rows)

@@ -1,0 +1,1 @@
+"""Keeping the household cluster private: the certificates of its mutual TLS (certs.py)."""
