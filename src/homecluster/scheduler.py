@@ -1,7 +1,7 @@
 """The one place that talks to the scheduler: its address scheme, and every connection to it (a Client for
 notebooks and plugins; Dask's rpc, without a Client, for the workers list and the versions).
 
-distributed is imported inside the functions: the CLI starts faster, and the import overlaps host work."""
+distributed is imported inside the functions: commands that never ask start faster."""
 
 from __future__ import annotations
 
@@ -74,8 +74,7 @@ def parse_identity(identity: dict) -> dict[str, WorkerInfo]:
 
 
 async def _identity(address: str, timeout: float) -> dict:
-    # Imported here, not at the top: commands that never ask start faster. (Importing it in a thread while
-    # the hosts answer was measured: no faster, the SSH threads and the import share one GIL.)
+    # (Importing it in a thread while the hosts answer was measured: no faster, they share one GIL.)
     from distributed.core import rpc
 
     async with rpc(address, timeout=timeout) as r:

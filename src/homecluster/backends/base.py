@@ -74,8 +74,6 @@ class Stopped:
 class Backend(ABC):
     """Keeps the Dask processes of one cluster running on one host."""
 
-    name = "base"
-
     def __init__(self, runner, host: Host, cluster: str):
         self.runner, self.host, self.cluster = runner, host, cluster
 

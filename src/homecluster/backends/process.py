@@ -250,7 +250,6 @@ IDLE_OUTPUT = {"session": "hc-probe-done\nhc-locked\n", "probe": "hc-probe-done\
 class ProcessBackend(Backend):
     """Supervised processes started over a POSIX shell (Linux, macOS)."""
 
-    name = "process"
     supervised = True  # False only in bench/bench_up.py, to measure what supervision costs side by side
 
     def __init__(self, runner, host, cluster: str, run_dir: str):
@@ -282,15 +281,13 @@ class ProcessBackend(Backend):
 
     def _read(self, held, progress: Progress, until: str | None = None) -> list[str]:
         """Lines of a held script up to `until` (or its end), saying when it waits for another command's lock."""
-        lines = []
         for line in iter(held.readline, ""):
-            lines.append(line.rstrip("\n"))
             if line.startswith("hc-busy "):
                 progress(f"{self.host.name}: waiting for {line[8:].strip() or 'another homecluster command'}"
                          " to finish")
-            elif until and lines[-1] == until:
+            elif until and line.rstrip("\n") == until:
                 break
-        return lines
+        return held.lines
 
     def _states(self, output: str, exit_code: int, tail: str) -> dict[str, ProcessState]:
         states = parse_probe(output)

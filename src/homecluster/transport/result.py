@@ -29,8 +29,10 @@ class Held:
     """A script kept running on a host while a command works there (how a host's lock is held): read its
     output line by line; `release()` closes its stdin, which ends it."""
 
-    def __init__(self, readline, release, lines: list[str] | None = None):
-        self._readline, self._release, self.lines = readline, release, lines if lines is not None else []
+    def __init__(self, readline, release):
+        self._readline, self._release = readline, release
+        self.lines: list[str] = []  # every line read so far
+        self._released, self._code = False, None
 
     def readline(self) -> str:
         """The next line of output ('' at the end)."""
@@ -44,8 +46,12 @@ class Held:
         return " | ".join(self.lines[-lines:]) or "no output"
 
     def release(self) -> int | None:
-        """End the script; its exit code (None when the host or the connection is already gone)."""
-        try:
-            return self._release()
-        except Exception:  # noqa: BLE001 - the host or its connection may already be gone: nothing to release
-            return None
+        """End the script; its exit code (None when the host or the connection is already gone). Releasing
+        again returns the same code."""
+        if not self._released:
+            self._released = True
+            try:
+                self._code = self._release()
+            except Exception:  # noqa: BLE001 - the host or its connection may already be gone: nothing to release
+                self._code = None
+        return self._code
