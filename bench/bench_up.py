@@ -61,8 +61,8 @@ POLL = 0.05
 HC, BARE, SCRIPT, INPROC = "homecluster", "homecluster unsupervised", "SSHCluster script", "SSHCluster in-process"
 CONTENDERS = (HC, BARE, SCRIPT, INPROC)
 SUPERVISION_BUDGET = 0.2  # seconds supervision may add to a cold up
-UNSUPERVISED_CLI = (sys.executable, "-c", "import sys; from homecluster.backends.process import ProcessBackend; "
-                    "ProcessBackend.supervised = False; from homecluster.cli.main import main; sys.exit(main())")
+UNSUPERVISED_CLI = (sys.executable, "-c", "from homecluster.backends.process import ProcessBackend; "
+                    "ProcessBackend.supervised = False; from homecluster.cli.main import run; run()")
 METRICS = ("up", "down", "gone")
 
 # The SSHCluster user's script. Its options arrive as JSON in argv[1]: {"cluster": SSHCluster kwargs,
