@@ -127,3 +127,16 @@ def test_the_certs_command(tmp_path):
     certs("rotate")
     assert certs("show").stdout != before
     assert (tmp_path / "config" / "certs" / "home" / "client.key").stat().st_mode & 0o077 == 0
+
+
+def test_unreadable_or_unwritable_certificates_are_one_line_errors(store, tmp_path):
+    from homecluster.errors import HomeclusterError
+
+    store.ensure(parse(INV))
+    store.cert("client").write_text("not a certificate\n")
+    with pytest.raises(HomeclusterError, match="cannot read a certificate in .*Fix: homecluster certs rotate"):
+        store.show()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the config directory should be\n")
+    with pytest.raises(HomeclusterError, match="cannot write the cluster's certificates into .*HOMECLUSTER_CONFIG"):
+        CertStore("home", blocked).ensure(parse(INV))

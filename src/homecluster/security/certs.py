@@ -88,7 +88,11 @@ class CertStore:
     def show(self) -> list[CertInfo]:
         """Every certificate of the cluster, the CA first."""
         files = sorted(self.dir.glob("*.pem"), key=lambda f: (f.stem != "ca", f.stem))
-        return [_info(f) for f in files]
+        try:
+            return [_info(f) for f in files]
+        except (OSError, ValueError) as e:
+            raise HomeclusterError(f"cannot read a certificate in {self.dir}: {e}. Fix: homecluster certs rotate"
+                                   ) from None
 
     def _new_ca(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -114,12 +118,16 @@ class CertStore:
         self._write(name, key, builder.sign(ca_key, hashes.SHA256()))
 
     def _write(self, name: str, key, cert: x509.Certificate) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
-        _write_private(self.key(name), key.private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-        _write_private(self.cert(name), cert.public_bytes(serialization.Encoding.PEM))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.dir, 0o700)
+            _write_private(self.key(name), key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+            _write_private(self.cert(name), cert.public_bytes(serialization.Encoding.PEM))
+        except OSError as e:
+            raise HomeclusterError(f"cannot write the cluster's certificates into {self.dir}: {e}. Fix: make it "
+                                   "writable, or set HOMECLUSTER_CONFIG to a directory of yours") from None
 
     def _load(self, name: str):
         try:
