@@ -165,3 +165,10 @@ def test_summarize_log_puts_the_cause_first():
     assert commands.summarize_log("a\nb\nc\nd\n") == "b | c | d"
     assert commands.summarize_log("ModuleNotFoundError: No module named 'distributed'\n") == \
         "ModuleNotFoundError: No module named 'distributed'"
+
+
+def test_a_damaged_state_file_does_not_break_the_probe():
+    damaged = RECORDED_PROBE.replace('"restarts": 3', '"restarts": "many"').replace('"last_exit": 1', '"last_exit": [1]')
+    w = parse_probe(damaged.replace('"last_exit_at": 1796158995.0', '"last_exit_at": 1e400'))[WORKER]
+    assert (w.restarts, w.last_exit, w.last_exit_ago) == (0, None, None) and w.describe() == ""
+    assert parse_probe(RECORDED_PROBE.replace("hc-state worker {", "hc-state worker [1, {"))[WORKER].alive

@@ -217,13 +217,18 @@ def _with_state(state: ProcessState, raw: str | None, now: float | None) -> Proc
     if not isinstance(s, dict):
         return state
 
+    def whole(key: str) -> int | None:  # a state file edited or damaged by hand must not crash the probe
+        v = s.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
     def since(key: str, sign: int) -> float | None:
         t = s.get(key)
-        return sign * (now - t) if now is not None and isinstance(t, (int, float)) else None
+        ok = now is not None and isinstance(t, (int, float)) and not isinstance(t, bool) and abs(t) < 1e12
+        return sign * (now - t) if ok else None
 
     return ProcessState(state.role, state.pid, state.alive, state.fingerprint,
                         running=s.get("running") if isinstance(s.get("running"), bool) else None,
-                        restarts=int(s.get("restarts") or 0), last_exit=s.get("last_exit"),
+                        restarts=whole("restarts") or 0, last_exit=whole("last_exit"),
                         last_exit_ago=since("last_exit_at", 1), next_start_in=since("next_start_at", -1))
 
 
