@@ -5,7 +5,7 @@ A fresh 3-host household (network namespaces with their own sshd, see tests/hous
 prefix "hb" on 10.213.59.0/24, so it never collides with the tests' "hc" household on 10.213.57.0/24.
 Host 1 runs the scheduler, hosts 2 and 3 one worker process each (nthreads 1, memory_limit 1GB).
 
-Four contenders are measured interleaved in every round:
+Four contenders are measured interleaved in every round, each round starting with another one:
 
 * homecluster: `python -m homecluster up -i INV` as a fresh process, timed until it returns (it returns once
   every worker registered); checked with a Client (untimed); `up` run once more on the running cluster (the
@@ -433,14 +433,16 @@ def print_report(results: dict[str, list[dict]], summ: dict, base: dict, errors:
 
 def run_rounds(rounds: int, hh: Household, inv: Path, tmp: Path, state: dict, notes: list[str],
                errors: list[str]) -> dict[str, list[dict]]:
-    """Every round runs the three contenders in turn; a failed one is reported and cleaned up, the rest go on."""
+    """Every round runs the four contenders in turn, starting with another one each round; a failed one is
+    reported and cleaned up, the rest go on."""
     steps = {HC: lambda: round_homecluster(hh, inv, tmp, state, notes),
              BARE: lambda: round_unsupervised(hh, state["bare_inv"], tmp, state, notes),
              SCRIPT: lambda: round_script(hh, tmp, state, notes),
              INPROC: lambda: round_inprocess(hh, state, notes)}
     results: dict[str, list[dict]] = {tool: [] for tool in CONTENDERS}
     for i in range(1, rounds + 1):
-        for tool in CONTENDERS:
+        shift = (i - 1) % len(CONTENDERS)  # each round starts with another contender: no one always goes first
+        for tool in CONTENDERS[shift:] + CONTENDERS[:shift]:
             try:
                 r = steps[tool]()
             except Exception as e:  # noqa: BLE001 - one failed round is reported, the others still run
