@@ -250,3 +250,62 @@ def test_requirements_file_with_options_is_refused(tmp_path):
     inv_file.write_text("hosts:\n  me: {connection: local}\nenvironment:\n  packages: req.txt\n")
     with pytest.raises(InventoryError, match=r"req.txt:2: option lines \(--index-url\) are not supported"):
         load(inv_file)
+
+
+# --- secrets are refused (issue 11): located like any error, with the fix, and never showing the value ----------
+
+PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\\n-----END OPENSSH PRIVATE KEY-----\\n"
+
+# (case id, inventory text, expected line, the key path named)
+SECRETS = [
+    ("host-password", host_a("password: hunter2-secret-value"), 4, "hosts.a.password"),
+    ("defaults-passphrase", BASE["cluster"] + "defaults:\n  user: al\n  Key_Passphrase: hunter2-secret-value\n"
+     + BASE["hosts"], 5, "defaults.Key_Passphrase"),
+    ("cluster-token", "cluster:\n  scheduler: a\n  token: hunter2-secret-value\n" + BASE["hosts"], 3,
+     "cluster.token"),
+    ("private-key-key", host_a("private_key: hunter2-secret-value"), 4, "hosts.a.private_key"),
+    ("key-password", host_a("key_password: hunter2-secret-value"), 4, "hosts.a.key_password"),
+    ("env-password", host_a("env: {DB_PASSWORD: hunter2-secret-value}"), 4, "hosts.a.env.DB_PASSWORD"),
+    ("env-token", BASE["cluster"] + "hosts:\n  a:\n    address: 10.0.0.1\n    env:\n      OMP_NUM_THREADS: 1\n"
+     "      HF_TOKEN: hunter2-secret-value\n", 8, "hosts.a.env.HF_TOKEN"),
+    ("env-secret", host_a("env: {AWS_SECRET_ACCESS_KEY: hunter2-secret-value}"), 4,
+     "hosts.a.env.AWS_SECRET_ACCESS_KEY"),
+    ("env-api-key-in-defaults", BASE["cluster"] + "defaults:\n  env: {openai_api_key: hunter2-secret-value}\n"
+     + BASE["hosts"], 4, "defaults.env.openai_api_key"),
+    ("inline-private-key-as-ssh-key", host_a(f'ssh_key: "{PEM}"'), 4, "hosts.a.ssh_key"),
+    ("inline-rsa-key-in-env", BASE["cluster"] + "hosts:\n  a:\n    address: 10.0.0.1\n    env:\n      KEY: |\n"
+     "        -----BEGIN RSA PRIVATE KEY-----\n        hunter2-secret-value\n        -----END RSA PRIVATE KEY-----\n",
+     7, "hosts.a.env.KEY"),
+    ("inline-key-under-an-unknown-key", host_a(f'sshkey_data: "{PEM}"'), 4, "hosts.a.sshkey_data"),
+]
+
+
+@pytest.mark.parametrize("text,line,keypath", [c[1:] for c in SECRETS], ids=[c[0] for c in SECRETS])
+def test_secret_in_the_inventory_is_refused_without_showing_it(text, line, keypath):
+    with pytest.raises(InventoryError) as info:
+        parse(text, "inv.yaml")
+    msg = str(info.value)
+    assert msg.startswith(f"inv.yaml:{line}: {keypath}: ")
+    assert msg.endswith("Fix: keep secrets out of the inventory: use ssh_key: pointing to a key file, or ssh-agent")
+    assert "hunter2" not in msg and "b3BlbnNzaC" not in msg and "\n" not in msg
+    assert "unknown key" not in msg  # the secret is named as such, before the generic message
+
+
+def test_secret_looking_key_is_named_before_an_earlier_error():
+    text = BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, nworker: 2}\n  b: {address: 10.0.0.2, passwd: x}\n"
+    with pytest.raises(InventoryError, match=r"^inv.yaml:5: hosts.b.passwd: looks like a secret"):
+        parse(text, "inv.yaml")
+
+
+def test_names_that_only_resemble_secrets_are_accepted():
+    inv = parse(BASE["cluster"] + "hosts:\n  a: {address: 10.0.0.1, ssh_key: ~/.ssh/id_ed25519, env: "
+                "{TOKENIZERS_PARALLELISM: 'false', OMP_NUM_THREADS: 1}}\n  secret-nas: {address: 10.0.0.2}\n",
+                "inv.yaml")
+    assert inv.hosts["a"].env["TOKENIZERS_PARALLELISM"] == "false" and "secret-nas" in inv.hosts
+
+
+def test_secret_check_walks_an_aliased_mapping_once():
+    laughs = "{A0: &m0 {k0: 1, k1: 1}, " + ", ".join(f"A{i}: &m{i} {{k0: *m{i - 1}, k1: *m{i - 1}}}"
+                                                     for i in range(1, 40)) + ", TOKEN: x}"
+    with pytest.raises(InventoryError, match=r"hosts.a.env.TOKEN: looks like a secret"):
+        parse(host_a("env: " + laughs), "inv.yaml")

@@ -274,6 +274,12 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
 
 SECTIONS = ("cluster", "defaults", "hosts", "environment")
 
+# What looks like a secret: such key names (also as env: variable names), and private keys pasted as values.
+# "token" only as a word of its own, so that TOKENIZERS_PARALLELISM stays usable.
+SECRET_NAME_RE = re.compile(r"pass(?:word|wd|phrase)|secret|private[_-]?key|api[_-]?key|tokens?(?![a-z])", re.I)
+PRIVATE_KEY_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----|PuTTY-User-Key-File-")
+NO_SECRETS = "keep secrets out of the inventory: use ssh_key: pointing to a key file, or ssh-agent"
+
 
 # --- YAML with line numbers -----------------------------------------------------------------------------
 
@@ -406,6 +412,7 @@ def parse(text: str, path: str = "inventory.yaml") -> Inventory:
     for key in data:
         if key not in SECTIONS:
             raise reader.fail((key,), "unknown section", f"the sections are: {', '.join(SECTIONS)}")
+    _refuse_secrets(reader, data)
     cluster_raw = reader.fields(reader.mapping(data.get("cluster"), ("cluster",), "settings"),
                                 CLUSTER_KEYS, ("cluster",))
     defaults = reader.fields(reader.mapping(data.get("defaults"), ("defaults",), "host keys"),
@@ -416,6 +423,32 @@ def parse(text: str, path: str = "inventory.yaml") -> Inventory:
     inv = Inventory(path, cluster, hosts, env)
     _check_conflicts(reader, inv)
     return inv
+
+
+def _refuse_secrets(reader: _Reader, data: dict) -> None:
+    """Refuse a secret-looking key or an inline private key anywhere in cluster:, defaults: and hosts:, before
+    any other check of them, so that no message (such as "unknown key" or "holds a line break") shows a secret.
+    Host names are names, not keys; each container is walked once (aliases repeat it)."""
+    seen: set[int] = set()
+
+    def walk(value: Any, keypath: tuple, names_are_keys: bool = True) -> None:
+        if isinstance(value, str):
+            if PRIVATE_KEY_RE.search(value):
+                raise reader.fail(keypath, "holds an inline private key", NO_SECRETS)
+            return
+        if not isinstance(value, (dict, list)) or id(value) in seen:
+            return
+        seen.add(id(value))
+        for key, item in value.items() if isinstance(value, dict) else ((None, v) for v in value):
+            here = keypath if key is None else keypath + (key,)
+            walk(key, keypath)  # a private key pasted as a key (or host name) is refused too
+            if names_are_keys and isinstance(key, str) and SECRET_NAME_RE.search(key):
+                raise reader.fail(here, "looks like a secret (a password, passphrase, token or private key)",
+                                  NO_SECRETS)
+            walk(item, here)
+
+    for section in ("cluster", "defaults", "hosts"):
+        walk(data.get(section), (section,), names_are_keys=section != "hosts")
 
 
 def _hosts(reader: _Reader, raw: Any, defaults: dict) -> dict[str, Host]:

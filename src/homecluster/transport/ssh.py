@@ -17,6 +17,7 @@ from homecluster.shell.posix import wrap
 from homecluster.transport.result import COMMAND_TIMEOUT, CommandResult, Held
 from homecluster.errors import HostError
 from homecluster.inventory import Host
+from homecluster.security import hostkeys
 
 CONNECT_TIMEOUT = 10
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -73,15 +74,13 @@ class SSHRunner:
     def _explain(self, e: Exception) -> str:
         h, where = self.host, f"{self.host.address}:{self.host.port}"
         if isinstance(e, paramiko.BadHostKeyException):
-            return (f"{h.name}: host key of {where} CHANGED (not the one in {self.known_hosts}); refusing to connect. "
-                    f"Fix: if {h.name} was reinstalled, remove the old key with ssh-keygen -R {h.address} "
-                    f"-f {self.known_hosts}, then check and accept the new one")
+            return hostkeys.changed_message(h, self.known_hosts, e.expected_key, e.key)
         if isinstance(e, paramiko.AuthenticationException):
             return (f"{h.name}: SSH login as {self.conn.user} to {where} refused. Fix: install your public key "
                     f"with ssh-copy-id -p {h.port} {self.conn.user}@{h.address}, or set user:/ssh_key:")
         if isinstance(e, paramiko.SSHException) and "known_hosts" in str(e):
             return (f"{h.name}: host key of {where} is unknown (not in {self.known_hosts}); refusing to connect. "
-                    f"Fix: connect once with ssh -p {h.port} {h.address}, check the fingerprint, accept it")
+                    f"Fix: homecluster trust {h.name} (check the fingerprint it shows before you accept it)")
         if isinstance(e, (NoValidConnectionsError, ConnectionRefusedError)):
             return f"{h.name}: cannot reach {where}: connection refused. Fix: is sshd running on {h.name}?"
         if isinstance(e, (socket.timeout, TimeoutError)):
