@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from household import Household, can_build  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / "_artifacts"
+
+# The clusters' certificates of a test run (and of the CLI it starts) stay out of the user's ~/.config.
+if "HOMECLUSTER_CONFIG" not in os.environ:
+    os.environ["HOMECLUSTER_CONFIG"] = tempfile.mkdtemp(prefix="hc-test-config-")
+    atexit.register(shutil.rmtree, os.environ["HOMECLUSTER_CONFIG"], True)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ def run(*args: str, env: dict | None = None, cwd: Path | None = None) -> subproc
 
 
 def test_dashboard_url_from_environment_variable(tmp_path):
-    p = run("dashboard", env={"HOMECLUSTER_INVENTORY": str(SAMPLE)}, cwd=tmp_path)
+    lan = tmp_path / "lan.yaml"
+    lan.write_text(SAMPLE.read_text().replace("cluster:\n", "cluster:\n  dashboard: lan\n", 1))
+    p = run("dashboard", env={"HOMECLUSTER_INVENTORY": str(lan)}, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "http://192.168.1.10:8787/status"
 
 
@@ -52,13 +54,24 @@ def test_usage_error_exits_2():
     assert p.returncode == 2 and "invalid choice" in p.stderr
 
 
-def test_run_passes_the_inventory_to_the_script(tmp_path):
+def test_run_passes_the_inventory_and_the_tls_files_to_the_script(tmp_path):
+    """A plain Client() in the script reads the address and the client's TLS files from Dask's configuration."""
     script = tmp_path / "s.py"
-    script.write_text("import os\nfrom homecluster.api import scheduler_address\n"
-                      "print(os.environ['DASK_SCHEDULER_ADDRESS'], scheduler_address())\n")
-    p = run("run", "-i", str(SAMPLE), str(script), cwd=tmp_path)
+    script.write_text("import dask, distributed\nfrom homecluster.api import scheduler_address\n"
+                      "print(dask.config.get('scheduler-address'), scheduler_address())\n"
+                      "g = lambda k: dask.config.get('distributed.comm.' + k)\n"
+                      "print(g('require-encryption'), g('tls.ca-file'), g('tls.client.cert'), g('tls.client.key'))\n")
+    config = {"HOMECLUSTER_CONFIG": str(tmp_path / "config")}
+    missing = run("run", "-i", str(SAMPLE), str(script), cwd=tmp_path, env=config)
+    assert missing.returncode == 1 and "no client certificate for cluster home" in missing.stderr
+    assert "Fix: homecluster up" in missing.stderr
+    assert run("certs", "init", "-i", str(SAMPLE), env=config).returncode == 0
+    p = run("run", "-i", str(SAMPLE), str(script), cwd=tmp_path, env=config)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["tcp://192.168.1.10:8786", "tcp://192.168.1.10:8786"]
+    address, tls = p.stdout.splitlines()
+    assert address.split() == ["tls://192.168.1.10:8786", "tls://192.168.1.10:8786"]
+    certs = tmp_path / "config/certs/home"
+    assert tls.split() == ["True", str(certs / "ca.pem"), str(certs / "client.pem"), str(certs / "client.key")]
 
 
 def test_joblib_block_keeps_only_builtin_warning_filters(monkeypatch):

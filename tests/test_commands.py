@@ -29,8 +29,8 @@ def spec_of(text: str = INV):
 def test_spec_names_workers_as_dask_does():
     spec = spec_of()
     assert spec.expected_workers == ("study-0", "study-1", "attic")
-    assert spec.scheduler_address == "tcp://10.0.0.10:8786"
-    assert spec.dashboard_url == "http://10.0.0.10:8787/status"
+    assert spec.scheduler_address == "tls://10.0.0.10:8786"
+    assert spec.dashboard_url == "http://127.0.0.1:8787/status" and spec.dashboard_private
     assert [p.host for p in spec.workers] == ["study", "attic"]
 
 
@@ -38,7 +38,7 @@ def test_worker_argv_has_explicit_addresses_and_no_random_dashboard_port():
     argv = spec_of().workers[0].argv
     assert argv[argv.index("--host") + 1] == "10.0.0.11"
     assert "--no-dashboard" in argv
-    assert argv[3] == "tcp://10.0.0.10:8786"
+    assert argv[3] == "tls://10.0.0.10:8786"
 
 
 def test_fingerprint_changes_only_with_what_the_process_runs():
@@ -172,3 +172,56 @@ def test_a_damaged_state_file_does_not_break_the_probe():
     w = parse_probe(damaged.replace('"last_exit_at": 1796158995.0', '"last_exit_at": 1e400'))[WORKER]
     assert (w.restarts, w.last_exit, w.last_exit_ago) == (0, None, None) and w.describe() == ""
     assert parse_probe(RECORDED_PROBE.replace("hc-state worker {", "hc-state worker [1, {"))[WORKER].alive
+
+
+class FakeCerts:
+    """Certificates as the spec sees them: paths and a digest per name, changeable."""
+
+    def __init__(self, digests: dict[str, str]):
+        self.digests = digests
+
+    def cert(self, name):
+        return Path(f"/cfg/{name}.pem")
+
+    def key(self, name):
+        return Path(f"/cfg/{name}.key")
+
+    def digest(self, name):
+        return self.digests.get(name)
+
+
+def test_tls_by_default_each_role_gets_only_its_own_files():
+    certs = FakeCerts({"scheduler": "s1", "worker-study": "w1", "worker-attic": "a1"})
+    spec = build(parse(INV), certs=certs)
+    assert spec.tls and spec.scheduler_address.startswith("tls://")
+    for proc in spec.processes:
+        tls = f"{proc.run_dir}/tls"
+        args = proc.argv[proc.argv.index("--tls-ca-file"):]
+        assert args == ("--tls-ca-file", f"{tls}/ca.pem", "--tls-cert", f"{tls}/{proc.role}.pem",
+                        "--tls-key", f"{tls}/{proc.role}.key")
+        name = "scheduler" if proc.role == "scheduler" else f"worker-{proc.host}"
+        assert proc.files == (("/cfg/ca.pem", f"{tls}/ca.pem"), (f"/cfg/{name}.pem", f"{tls}/{proc.role}.pem"),
+                              (f"/cfg/{name}.key", f"{tls}/{proc.role}.key"))
+
+
+def test_a_new_certificate_restarts_exactly_the_role_that_uses_it():
+    before = build(parse(INV), certs=FakeCerts({"scheduler": "s1", "worker-study": "w1", "worker-attic": "a1"}))
+    after = build(parse(INV), certs=FakeCerts({"scheduler": "s1", "worker-study": "w2", "worker-attic": "a1"}))
+    changed = [p.host for p, q in zip(before.processes, after.processes) if p.fingerprint != q.fingerprint]
+    assert changed == ["study"]
+
+
+def test_tls_false_runs_plain_tcp_with_no_certificate_files():
+    spec = build(parse(INV.replace("scheduler: desktop}", "scheduler: desktop, tls: false}")),
+                 certs=FakeCerts({"scheduler": "s1"}))
+    assert spec.scheduler_address == "tcp://10.0.0.10:8786" and not spec.tls
+    assert all("--tls-cert" not in p.argv and p.files == () and "HOMECLUSTER_TLS" not in dict(p.env)
+               for p in spec.processes)
+
+
+def test_dashboard_lan_listens_on_the_scheduler_address():
+    spec = build(parse(INV.replace("scheduler: desktop}", "scheduler: desktop, dashboard: lan}")))
+    argv = spec.scheduler.argv
+    assert argv[argv.index("--dashboard-address") + 1] == "10.0.0.10:8787" and not spec.dashboard_private
+    private = build(parse(INV)).scheduler.argv
+    assert private[private.index("--dashboard-address") + 1] == "127.0.0.1:8787"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distributed import Client
+from homecluster import connect
 
 REPO = Path(__file__).parent.parent
 
@@ -36,7 +36,8 @@ def test_shipped_inventory_up_compute_down(tmp_path):
         up = hc("up")
         assert up.returncode == 0, up.stdout + up.stderr
         assert "dashboard: http://127.0.0.1:8787/status" in up.stdout
-        with Client("tcp://127.0.0.1:8786", timeout=10) as client:
+        assert "scheduler tls://127.0.0.1:8786 (running)" in up.stdout
+        with connect(str(REPO / "inventory.yaml"), timeout=10) as client:
             assert len(client.scheduler_info()["workers"]) == 2
             assert client.submit(pow, 2, 10).result() == 1024
         assert "nothing changed" in hc("up").stdout
@@ -44,7 +45,7 @@ def test_shipped_inventory_up_compute_down(tmp_path):
         p = hc("install-pkg", "six==1.17.0")
         assert p.returncode == 0, p.stdout + p.stderr
         assert p.stdout.count("six=1.17.0  ok") == 2
-        with Client("tcp://127.0.0.1:8786", timeout=10) as client:
+        with connect(str(REPO / "inventory.yaml"), timeout=10) as client:
             assert set(client.run(lambda: __import__("six").__version__).values()) == {"1.17.0"}
         assert (tmp_path / ".homecluster/home/this-machine/worker.log").exists()
     finally:

@@ -17,6 +17,7 @@ from homecluster.ops.up import _dead_checker, up
 from homecluster.ops.report import new_reports
 from homecluster.core.spec import build
 from homecluster.scheduler import WorkerInfo
+from homecluster.security.store import CertFiles
 from homecluster.transport import CommandResult
 from homecluster.transport.group import Group
 from homecluster.transport.replay import ReplayRunner
@@ -29,8 +30,12 @@ def recorded(name: str) -> str:
     return (REPLAY / "recorded" / f"{name}.txt").read_text()
 
 
+CERT_DIGEST = "recorded"  # as tests/replay/record.py pins it
+
+
 @pytest.fixture
-def inv():
+def inv(monkeypatch):
+    monkeypatch.setattr(CertFiles, "digest", lambda self, name: CERT_DIGEST)
     return load(str(REPLAY / "inventory.yaml"))
 
 
@@ -64,8 +69,13 @@ def running(**overrides) -> Household:
 def test_up_on_a_fresh_household_starts_the_scheduler_then_the_workers(inv):
     hh = fresh()
     rep = up(inv, runners=hh, wait=False)
-    assert hh.kinds("desktop") == ["session", "start"]
-    assert hh.kinds("study") == hh.kinds("attic") == ["session", "start"]
+    # the certificate and key of each role are copied (SFTP, no shell) right before it starts
+    assert hh.kinds("desktop") == ["session", "copy", "copy", "copy", "start"]
+    assert hh.kinds("study") == hh.kinds("attic") == ["session", "copy", "copy", "copy", "start"]
+    copies = [s for s in hh.runners["study"].scripts if s.startswith("# homecluster copy:")]
+    assert [c.split(" to ")[1].split(",")[0].rsplit("/", 1)[-1] for c in copies] == [
+        "ca.pem", "worker.pem", "worker.key"]
+    assert all(c.endswith("mode 0600") and "BEGIN" not in c for c in copies)
     assert rep.hosts["desktop"].actions == ["start scheduler"]
     assert rep.hosts["attic"].actions == ["start worker"] and rep.changed
     assert rep.hosts["attic"].pids["worker"] == int(recorded("start-attic-up").split()[-1])
@@ -83,7 +93,7 @@ def test_up_restarts_only_the_changed_host(inv):
     changed = parse(Path(inv.path).read_text().replace("nworkers: 1", "nworkers: 3"), inv.path)
     hh = running(study={"stop": recorded("stop-study-down"), "start": recorded("start-study-up")})
     rep = up(changed, runners=hh, wait=False)
-    assert hh.kinds("study") == ["session", "stop", "start"]
+    assert hh.kinds("study") == ["session", "stop", "copy", "copy", "copy", "start"]
     assert "under the lock" not in hh.runners["study"].scripts[1]  # the session holds it already
     assert hh.kinds("attic") == ["session"] and rep.hosts["attic"].actions == ["keep worker"]
     assert rep.hosts["study"].actions == ["restart worker"]
@@ -144,6 +154,7 @@ def test_status_shows_restarts_and_the_registered_workers(inv, monkeypatch):
     w = {n: WorkerInfo(n, f"tcp://10.213.61.13:{9000 + i}", "10.213.61.13", 1, 10**9)
          for i, n in enumerate(["study", "attic-0"])}
     monkeypatch.setattr(scheduler, "workers", lambda address, timeout=2.0: w)
+    monkeypatch.setattr(scheduler, "endpoint", lambda inv: scheduler.Endpoint("tls://10.213.61.11:8870"))
     monkeypatch.setattr("homecluster.ops.status.Group",
                         lambda hosts: Group(hosts, running(attic={"probe": recorded("probe-attic-restarting")})))
     rep = status(inv)
@@ -168,7 +179,7 @@ def test_down_stops_workers_first_and_reports_kills_per_host(inv):
 
 def test_the_recordings_match_the_inventory(inv):
     """Guards the fixtures: regenerate them with tests/replay/record.py when the spec's fingerprints change."""
-    for p in build(inv).processes:
+    for p in build(inv, certs=CertFiles(inv.cluster.name)).processes:
         assert f"spec={p.fingerprint}" in recorded(f"session-{p.host}-noop"), (
             "tests/replay/recorded/ is stale: run python tests/replay/record.py (as root)")
     assert f"hc-probe {SCHEDULER} pid=" in recorded("session-desktop-noop")

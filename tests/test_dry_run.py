@@ -15,8 +15,10 @@ SAMPLE = GOLDEN / "sample-inventory.yaml"
 
 @pytest.mark.parametrize("command", ["up", "down"])
 def test_dry_run_matches_golden(command):
+    # the certificates' folder as the golden file shows it, and where none exist yet (--dry-run makes none)
+    env = {**os.environ, "HOMECLUSTER_CONFIG": "/home/alice/.config/homecluster"}
     p = subprocess.run([sys.executable, "-m", "homecluster", command, "--dry-run", "-i", str(SAMPLE)],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     golden = GOLDEN / f"{command}-dry-run.txt"
     if os.environ.get("UPDATE_GOLDEN"):

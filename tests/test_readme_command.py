@@ -27,12 +27,18 @@ SUITE, PACKAGES = "bookworm", ["python3", "python3-venv"]  # Debian 12; its pyth
 CHECK = """
 import json, sys
 from distributed import Client
-with Client("tcp://127.0.0.1:8786", timeout=30) as client:
+from homecluster import connect
+try:
+    Client("tcp://127.0.0.1:8786", timeout=5)
+    plain = "connected"
+except OSError:
+    plain = "refused"
+with connect(timeout=30) as client:
     workers = client.scheduler_info()["workers"]
     prefixes = sorted(set(client.run(lambda: __import__("sys").prefix).values()))
     result = client.submit(pow, 2, 10).result()
 print("@@ check " + json.dumps({"workers": sorted(w["name"] for w in workers.values()), "result": result,
-                                "prefixes": prefixes, "client": sys.prefix}))
+                                "prefixes": prefixes, "client": sys.prefix, "plain": plain}))
 """
 
 LEFTOVERS = """
@@ -129,6 +135,7 @@ def test_readme_command_on_fresh_debian(rootfs, tmp_path):
     check = json.loads(marks["check"]) if "check" in marks else {}
     assert check.get("workers") == ["this-machine-0", "this-machine-1"], log
     assert check.get("result") == 1024, log
+    assert check.get("plain") == "refused", log  # TLS by default: a client without the certificate is refused
     assert check.get("prefixes") == [f"{GUEST_REPO}/.venv"], log  # the workers run the venv's interpreter
     assert marks.get("down") == "0", log
     assert json.loads(marks.get("left", "null")) == [], "homecluster down left dask processes\n" + log

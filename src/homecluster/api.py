@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from homecluster import scheduler
 from homecluster.errors import HomeclusterError
 from homecluster.inventory import Inventory, inventory_path, load
-from homecluster.core.spec import build
+from homecluster.core.spec import scheduler_address as _address
 
 
 def load_inventory(inventory: str | Inventory | None = None) -> Inventory:
@@ -21,13 +21,14 @@ def load_inventory(inventory: str | Inventory | None = None) -> Inventory:
 
 
 def scheduler_address(inventory: str | Inventory | None = None) -> str:
-    """The address of the scheduler the inventory describes, e.g. tcp://192.168.1.10:8786."""
-    return build(load_inventory(inventory)).scheduler_address
+    """The address of the scheduler the inventory describes, e.g. tls://192.168.1.10:8786."""
+    return _address(load_inventory(inventory))
 
 
 def connect(inventory: str | Inventory | None = None, timeout: float = 10, **client_kwargs):
-    """A dask Client connected to the inventory's running cluster (start it with `homecluster up`)."""
-    return scheduler.client(scheduler_address(inventory), timeout=timeout, **client_kwargs)
+    """A dask Client connected to the inventory's running cluster (start it with `homecluster up`), with this
+    machine's client certificate when the cluster uses TLS (the default)."""
+    return scheduler.client(scheduler.endpoint(load_inventory(inventory)), timeout=timeout, **client_kwargs)
 
 
 def cluster_client(inventory: str | Inventory | None = None):

@@ -1,5 +1,6 @@
-"""The one place that talks to the scheduler: its address scheme, and every connection to it (a Client for
-notebooks and plugins; Dask's rpc, without a Client, for the workers list and the versions).
+"""The one place that talks to the scheduler: every connection to it (a Client for notebooks and plugins; Dask's
+rpc, without a Client, for the workers list and the versions), with this machine's client certificate when the
+cluster uses TLS. An `Endpoint` is the address plus those credentials: `endpoint(inv)` makes it.
 
 distributed is imported inside the functions: commands that never ask start faster."""
 
@@ -12,13 +13,49 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from homecluster.core.spec import scheduler_address
+from homecluster.inventory import Inventory
+from homecluster.security.store import CertFiles
+
 POLL_INTERVAL = 0.1
-SCHEME = "tcp"
 
 
-def address(host: str, port: int) -> str:
-    """The scheduler's address as workers and clients dial it."""
-    return f"{SCHEME}://{host}:{port}"
+@dataclass(frozen=True)
+class Endpoint:
+    """How this machine reaches the scheduler: its address and, with TLS, the client's CA, certificate and key."""
+
+    address: str
+    tls: tuple[str, str, str] | None = None  # (CA file, certificate file, key file)
+
+    def security(self):
+        """The distributed.Security for this machine's client (or None without TLS)."""
+        if self.tls is None:
+            return None
+        from distributed.security import Security
+
+        ca, cert, key = self.tls
+        return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+    def connection_args(self) -> dict:
+        security = self.security()
+        return security.get_connection_args("client") if security else {}
+
+    def dask_config(self) -> dict[str, str]:
+        """Dask's configuration as environment variables, so a plain Client() in a script connects."""
+        env = {"DASK_SCHEDULER_ADDRESS": self.address}
+        if self.tls:
+            ca, cert, key = self.tls
+            env.update({"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+                        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": ca,
+                        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": cert,
+                        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": key})
+        return env
+
+
+def endpoint(inv: Inventory) -> Endpoint:
+    """The inventory's scheduler as this machine reaches it; a one-line error when its certificates are missing."""
+    tls = CertFiles(inv.cluster.name).client_files() if inv.cluster.tls else None
+    return Endpoint(scheduler_address(inv), tls)
 
 
 def host_port(addr: str) -> tuple[str, int]:
@@ -27,25 +64,30 @@ def host_port(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def client(addr: str, timeout: float = 10, **kwargs):
-    """A dask Client connected to the scheduler at `addr`."""
+def client(ep: Endpoint, timeout: float = 10, **kwargs):
+    """A dask Client connected to the scheduler."""
     from distributed import Client
 
-    return Client(addr, timeout=timeout, **kwargs)
+    kwargs.setdefault("security", ep.security())
+    return Client(ep.address, timeout=timeout, **kwargs)
 
 
-async def _versions(addr: str, packages: list[str]) -> dict[str, dict]:
+def _rpc(ep: Endpoint, timeout: float):
     from distributed.core import rpc
 
-    async with rpc(addr, timeout=5) as r:
+    return rpc(ep.address, timeout=timeout, connection_args=ep.connection_args())
+
+
+async def _versions(ep: Endpoint, packages: list[str]) -> dict[str, dict]:
+    async with _rpc(ep, 5) as r:
         sched = await asyncio.wait_for(r.versions(packages=packages), 10)
         workers = await asyncio.wait_for(r.broadcast(msg={"op": "versions", "packages": packages}), 10)
     return {"scheduler": sched["packages"], **{f"worker {a}": w["packages"] for a, w in workers.items()}}
 
 
-def versions(addr: str, packages: list[str]) -> dict[str, dict]:
+def versions(ep: Endpoint, packages: list[str]) -> dict[str, dict]:
     """Package versions loaded by the scheduler and by each worker ("scheduler", "worker ADDR")."""
-    return asyncio.run(_versions(addr, packages))
+    return asyncio.run(_versions(ep, packages))
 
 
 @dataclass(frozen=True)
@@ -73,11 +115,9 @@ def parse_identity(identity: dict) -> dict[str, WorkerInfo]:
     return out
 
 
-async def _identity(address: str, timeout: float) -> dict:
-    # (Importing it in a thread while the hosts answer was measured: no faster, they share one GIL.)
-    from distributed.core import rpc
-
-    async with rpc(address, timeout=timeout) as r:
+async def _identity(ep: Endpoint, timeout: float) -> dict:
+    # (Importing distributed in a thread while the hosts answer was measured: no faster, they share one GIL.)
+    async with _rpc(ep, timeout) as r:
         return await asyncio.wait_for(r.identity(), timeout)
 
 
@@ -92,15 +132,15 @@ def workers_over_http(dashboard_url: str, timeout: float = 2.0) -> dict[str, Wor
         return None
 
 
-def workers(address: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
-    """The scheduler's workers, or None when no scheduler answers at `address`."""
+def workers(ep: Endpoint, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
+    """The scheduler's workers, or None when no scheduler answers (or it refuses this machine)."""
     try:
-        return parse_identity(asyncio.run(_identity(address, timeout)))
+        return parse_identity(asyncio.run(_identity(ep, timeout)))
     except Exception:  # noqa: BLE001 - refused, timed out, or something that is not a Dask scheduler answered
         return None
 
 
-def wait_for_workers(address: str, expected: set[str], timeout: float,
+def wait_for_workers(ep: Endpoint, expected: set[str], timeout: float,
                      progress: Callable[[int, int, float], None],
                      check: Callable[[set[str]], set[str]], check_every: float = 2.0) -> dict[str, WorkerInfo]:
     """Poll until every expected worker has registered or `timeout` passes; return what registered.
@@ -108,15 +148,13 @@ def wait_for_workers(address: str, expected: set[str], timeout: float,
     Every `check_every` seconds, `check(missing)` runs in a thread with the names still missing and returns
     the names that will never come (their process died), so a crash does not cost the whole timeout.
     """
-    return asyncio.run(_wait(address, set(expected), timeout, progress, check, check_every))
+    return asyncio.run(_wait(ep, set(expected), timeout, progress, check, check_every))
 
 
-async def _wait(address, expected, timeout, progress, check, check_every) -> dict[str, WorkerInfo]:
-    from distributed.core import rpc
-
+async def _wait(ep, expected, timeout, progress, check, check_every) -> dict[str, WorkerInfo]:
     loop, start = asyncio.get_running_loop(), time.monotonic()
     pending, next_check = None, start + check_every
-    scheduler = rpc(address, timeout=2)  # one connection for every poll: polling stays cheap
+    scheduler = _rpc(ep, 2)  # one connection for every poll: polling stays cheap
     try:
         while True:
             try:

@@ -26,10 +26,14 @@ from homecluster.inventory import load  # noqa: E402
 from homecluster.ops.down import down  # noqa: E402
 from homecluster.ops.up import up  # noqa: E402
 from homecluster.transport import SSHRunner  # noqa: E402
+from homecluster.security.store import CertFiles  # noqa: E402
 from homecluster.transport.replay import kind_of  # noqa: E402
 
 WORKDIR = Path("/tmp/hc-replay")
 OUT = HERE / "recorded"
+# The certificates are real (the recorded cluster runs TLS) but made afresh each time: their digest, which goes
+# into the fingerprints, is pinned here and in the replay tests (CERT_DIGEST in tests/test_deploy_replay.py).
+CERT_DIGEST = "recorded"
 
 
 class Recording(SSHRunner):
@@ -81,6 +85,8 @@ def marked(hh, host: str, role: str) -> list[int]:
 
 
 def main() -> None:
+    os.environ["HOMECLUSTER_CONFIG"] = str(WORKDIR / "config")
+    CertFiles.digest = lambda self, name: CERT_DIGEST
     sink: dict[str, str] = {}
     with Household(workdir=WORKDIR / "household", prefix="hr", subnet="10.213.61") as hh:
         data = {"cluster": {"name": "replay", "scheduler": "desktop", "scheduler_port": 8870, "dashboard_port": 8871},

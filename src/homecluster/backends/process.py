@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from homecluster.backends.base import Backend, ProcessState, Progress, Stopped
-from homecluster.core.spec import SCHEDULER, WORKER, ProcessSpec
+from homecluster.core.spec import SCHEDULER, TLS_DIR, WORKER, ProcessSpec
 from homecluster.errors import HostError
 from homecluster.shell.posix import shell_join, shell_path
 
@@ -78,10 +78,13 @@ def session_script(run_dir: str, cluster: str, host: str, command: str, supervis
     (One SSH command instead of three: each costs the login shell's start-up on the host.)"""
     install = [f"cat > \"$D/{SUPERVISOR}.new\" <<'HC_SUPERVISOR_EOF'", SUPERVISOR_SOURCE.rstrip("\n"),
                "HC_SUPERVISOR_EOF", f'mv -f "$D/{SUPERVISOR}.new" "$D/{SUPERVISOR}" || exit 1'] if supervisor else []
+    # where `start` copies the certificates and keys: only this user may enter it
+    private = [f'mkdir -p "$D/{TLS_DIR}" && chmod 700 "$D/{TLS_DIR}" || exit 1'] if command == "up" else []
     return "\n".join([
         _header("session", f"lock cluster {cluster} on {host} while homecluster {command} works here; probe"),
         *_lock_lines(run_dir, command),
         *install,
+        *private,
         _probe_body(cluster, host),
         "echo hc-locked",
         "read _ || true",
@@ -168,6 +171,7 @@ def stop_script(run_dir: str, cluster: str, host: str, role: str, lock_for: str 
         '[ -z "$left" ] || { kill -KILL $left 2>/dev/null; killed=$((killed + $(echo $left | wc -w))); }',
         f'[ $killed = 0 ] || echo "hc-killed {role} $killed"',
         f'rm -f "$D/{role}.pid" "$D/{role}.spec" "$D/{role}.state"',
+        f'rm -f "$D/{TLS_DIR}/{role}.key" "$D/{TLS_DIR}/{role}.pem"',  # a stopped role leaves no key behind
     ])
 
 
@@ -305,6 +309,9 @@ class ProcessBackend(Backend):
         return self._states(r.stdout, r.exit_code, r.tail())
 
     def start(self, proc: ProcessSpec) -> int | None:
+        """Copy the process's certificate and key (into the session's private tls folder), then start it."""
+        for local, remote in proc.files:
+            self.runner.put_private(Path(local), remote)
         r = self.runner.run(start_script(proc, self.cluster, self.supervised))
         if not r.ok:
             raise HostError(f"{self.host.name}: starting the {proc.role} failed (exit {r.exit_code}): {r.tail()}")

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import traceback
 import webbrowser
 from pathlib import Path
 
 from homecluster import __version__
-from homecluster.cli import render
+from homecluster.cli import render, trust
 from homecluster.ops import dry_run
 from homecluster.ops.down import down, logs
 from homecluster.ops.report import Interrupted
@@ -24,7 +26,7 @@ from homecluster.ops.status import status
 from homecluster.ops.up import up
 from homecluster.errors import HomeclusterError, InventoryError, LockError
 from homecluster.inventory import Inventory, inventory_path, load
-from homecluster.core.spec import SCHEDULER, WORKER, build
+from homecluster.core.spec import SCHEDULER, WORKER
 
 CRASH_LOG = Path("~/.homecluster/crash.log")
 
@@ -49,7 +51,14 @@ class Progress:
             self.stream.flush()
 
 
+def _warn_tls_off(inv: Inventory) -> None:
+    if not inv.cluster.tls:
+        print(f"warning: {inv.path}: cluster.tls is false: any device on the network can reach the scheduler "
+              "and run code on every machine of the cluster. Fix: remove tls: false", file=sys.stderr)
+
+
 def cmd_up(inv: Inventory, args: argparse.Namespace) -> int:
+    _warn_tls_off(inv)
     if args.dry_run:
         print(dry_run.up_text(inv), end="")
         return 0
@@ -140,7 +149,10 @@ def cmd_upload(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_run(inv: Inventory, args: argparse.Namespace) -> int:
-    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": build(inv).scheduler_address,
+    from homecluster import scheduler
+
+    # A plain Client() in the script reads the address and the TLS files from Dask's configuration.
+    env = {**os.environ, **scheduler.endpoint(inv).dask_config(),
            "HOMECLUSTER_INVENTORY": os.path.abspath(inv.path)}  # so connect() in the script finds it too
     return subprocess.run([sys.executable, args.script, *args.args], env=env).returncode
 
@@ -157,16 +169,27 @@ def cmd_status(inv: Inventory, args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(inv: Inventory, args: argparse.Namespace) -> int:
-    url = build(inv).dashboard_url
-    if url is None:
+    from homecluster.ops.dashboard import dashboard_url, needs_tunnel
+
+    if inv.cluster.dashboard_port is None:
         print(f"{inv.path}: the dashboard is off (cluster.dashboard_port: null). Fix: set dashboard_port: 8787",
               file=sys.stderr)
         return 2
-    print(url)
-    has_screen = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get(
-        "WAYLAND_DISPLAY")
-    if has_screen and not args.no_browser:
-        webbrowser.open(url)
+    with dashboard_url(inv) as url:
+        print(url, flush=True)
+        has_screen = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get(
+            "WAYLAND_DISPLAY")
+        if has_screen and not args.no_browser:
+            webbrowser.open(url)
+        if needs_tunnel(inv):
+            print(f"(a tunnel over SSH to the dashboard on {inv.scheduler_host.name}'s loopback; Ctrl-C closes it)",
+                  file=sys.stderr, flush=True)
+            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # kill closes it like Ctrl-C
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     return 0
 
 
@@ -179,9 +202,13 @@ def cmd_certs(inv: Inventory, args: argparse.Namespace) -> int:
     from homecluster.security.certs import CertStore
 
     store = CertStore(inv.cluster.name)
+    if not inv.cluster.tls:
+        print(f"note: {inv.path} has tls: false; these certificates are used once TLS is on", file=sys.stderr)
     if args.action in ("init", "rotate"):
         made = store.rotate(inv) if args.action == "rotate" else store.ensure(inv)
         print(f"{'made' if made else 'nothing to make'}{': ' + ', '.join(made) if made else ''} ({store.dir})")
+        if args.action == "rotate":
+            print("a running cluster still accepts the old ones: homecluster up restarts it with the new ones")
     print(render.certs_text(store.show()))
     return 0
 
@@ -225,13 +252,15 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="what runs where, per host and per worker")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
-    dash = sub.add_parser("dashboard", parents=[common], help="print the dashboard URL and open a browser")
+    dash = sub.add_parser("dashboard", parents=[common], help="open the dashboard in a browser (a private one of "
+                          "another host through an SSH tunnel, until Ctrl-C)")
     dash.add_argument("--no-browser", action="store_true", help="only print the URL")
     dash.set_defaults(func=cmd_dashboard)
     ce = sub.add_parser("certs", parents=[common], help="the cluster's private CA and certificates (mutual TLS)")
     ce.add_argument("action", choices=["init", "rotate", "show"],
                     help="init: make what is missing; rotate: a new CA and new certificates; show: fingerprints")
     ce.set_defaults(func=cmd_certs)
+    trust.add_parser(sub, common)
     lg = sub.add_parser("logs", parents=[common], help="the log of a host's scheduler or worker")
     lg.add_argument("host")
     lg.add_argument("--role", choices=[WORKER, SCHEDULER], default=None,

@@ -26,8 +26,10 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _addresses(rep: ClusterReport) -> list[str]:
+def _addresses(rep: ClusterReport, inv: Inventory) -> list[str]:
     dash = rep.spec.dashboard_url or "off (dashboard_port: null)"
+    if rep.spec.dashboard_url and rep.spec.dashboard_private and not inv.scheduler_host.is_local:
+        dash = f"private to {inv.scheduler_host.name} (open it with: homecluster dashboard)"
     state = "running" if rep.scheduler_running else "NOT RUNNING"
     return [f"cluster {rep.spec.name}: scheduler {rep.spec.scheduler_address} ({state})", f"dashboard: {dash}"]
 
@@ -45,7 +47,7 @@ def cluster_text(rep: ClusterReport, inv: Inventory, title: str) -> str:
         pids = " ".join(f"{role}={pid}" for role, pid in h.pids.items()) or "-"
         state = "ok" if h.ok else "FAILED"
         rows.append([h.host, how(inv.hosts[h.host]), ", ".join(h.actions) or "-", workers, pids, state])
-    out = _addresses(rep) + ["", table(["HOST", "REACHED BY", title, "WORKERS", "PIDS", "STATUS"], rows)]
+    out = _addresses(rep, inv) + ["", table(["HOST", "REACHED BY", title, "WORKERS", "PIDS", "STATUS"], rows)]
     return with_failures(out, [h.error for h in rep.hosts.values() if h.error])
 
 

@@ -9,12 +9,23 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from homecluster import scheduler
 from homecluster.inventory import Host, Inventory
 
 SCHEDULER, WORKER = "scheduler", "worker"
 RUN_FORMAT = 2  # how processes are run; 2: under homecluster's supervisor. A change restarts them all.
+TLS_DIR = "tls"  # in a host's run directory: ca.pem, <role>.pem, <role>.key
+LOOPBACK = "127.0.0.1"
+
+
+class Certificates(Protocol):
+    """This machine's certificates of the cluster, as the spec needs them (security.store.CertFiles)."""
+
+    def cert(self, name: str) -> Path: ...
+    def key(self, name: str) -> Path: ...
+    def digest(self, name: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class ProcessSpec:
     run_dir: str
     worker_names: tuple[str, ...] = ()
     os: str = "linux"
+    files: tuple[tuple[str, str], ...] = ()  # (file on this machine, path on the host): private, copied mode 0600
 
     @property
     def fingerprint(self) -> str:
@@ -38,7 +50,7 @@ class ProcessSpec:
     def to_dict(self) -> dict:
         return {"host": self.host, "role": self.role, "argv": list(self.argv), "env": dict(self.env),
                 "run_dir": self.run_dir, "worker_names": list(self.worker_names), "os": self.os,
-                "fingerprint": self.fingerprint}
+                "files": [{"from": a, "to": b} for a, b in self.files], "fingerprint": self.fingerprint}
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,10 @@ class ClusterSpec:
 
     name: str
     scheduler_address: str
-    dashboard_url: str | None
+    dashboard_url: str | None  # as the scheduler's host sees it (with a private dashboard: its loopback)
     processes: tuple[ProcessSpec, ...]
+    tls: bool = True
+    dashboard_private: bool = True
 
     @property
     def scheduler(self) -> ProcessSpec:
@@ -66,8 +80,9 @@ class ClusterSpec:
         return tuple(n for p in self.workers for n in p.worker_names)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "scheduler_address": self.scheduler_address,
-                "dashboard_url": self.dashboard_url, "processes": [p.to_dict() for p in self.processes]}
+        return {"name": self.name, "scheduler_address": self.scheduler_address, "tls": self.tls,
+                "dashboard_url": self.dashboard_url, "dashboard_private": self.dashboard_private,
+                "processes": [p.to_dict() for p in self.processes]}
 
 
 def run_dir(inv: Inventory, host: Host) -> str:
@@ -90,12 +105,40 @@ def managed(inv: Inventory, host: Host) -> bool:
     return not host.python and inv.environment is not None
 
 
-def _env(inv: Inventory, host: Host, env_digest: str | None) -> tuple[tuple[str, str], ...]:
-    # The environment's digest in the process environment makes the fingerprint change when the inventory's
-    # environment: changed, so the next `up` restarts the processes that still run the old packages.
+def _env(inv: Inventory, host: Host, env_digest: str | None, tls_digest: str | None = None
+         ) -> tuple[tuple[str, str], ...]:
+    # The digests in the process environment make the fingerprint change when the inventory's environment: or
+    # the certificates change, so the next `up` restarts the processes that still run the old ones.
     extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": uv_path(run_dir(inv, host))} \
         if env_digest and managed(inv, host) else {}
+    if tls_digest:
+        extra["HOMECLUSTER_TLS"] = tls_digest
     return tuple(sorted({**host.env, **extra}.items()))
+
+
+def cert_name(role: str, host: str) -> str:
+    """The certificate a role on a host uses on this machine: `scheduler`, or `worker-<host>`."""
+    return SCHEDULER if role == SCHEDULER else f"{WORKER}-{host}"
+
+
+def tls_files(rdir: str, role: str) -> tuple[str, str, str]:
+    """Where a role's CA certificate, certificate and key are on its host."""
+    d = f"{rdir}/{TLS_DIR}"
+    return f"{d}/ca.pem", f"{d}/{role}.pem", f"{d}/{role}.key"
+
+
+def _tls(inv: Inventory, host: Host, role: str, certs: Certificates | None) -> tuple[list[str], tuple, str | None]:
+    """The TLS arguments of a role, the files to copy for them, and the digest that goes into its fingerprint.
+    Without certificates yet (a dry run before the first up) the digest is "new": they will be made."""
+    if not inv.cluster.tls:
+        return [], (), None
+    ca, cert, key = tls_files(run_dir(inv, host), role)
+    args = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
+    if certs is None:
+        return args, (), "new"
+    name = cert_name(role, host.name)
+    files = ((str(certs.cert("ca")), ca), (str(certs.cert(name)), cert), (str(certs.key(name)), key))
+    return args, files, certs.digest(name) or "new"
 
 
 def interpreter(inv: Inventory, host: Host) -> str:
@@ -115,19 +158,33 @@ def worker_names(host: Host) -> tuple[str, ...]:
     return tuple(f"{host.name}-{i}" for i in range(host.nworkers))
 
 
-def scheduler_process(inv: Inventory, env_digest: str | None = None) -> ProcessSpec:
+def scheduler_address(inv: Inventory) -> str:
+    """The scheduler's address as workers and clients dial it: tls:// unless the inventory turns TLS off."""
+    return f"{'tls' if inv.cluster.tls else 'tcp'}://{inv.scheduler_host.address}:{inv.cluster.scheduler_port}"
+
+
+def dashboard_address(inv: Inventory) -> str | None:
+    """Where the dashboard listens: the scheduler host's loopback (private) or its address (lan)."""
+    c = inv.cluster
+    if c.dashboard_port is None:
+        return None
+    return f"{LOOPBACK if c.dashboard == 'private' else inv.scheduler_host.address}:{c.dashboard_port}"
+
+
+def scheduler_process(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None
+                      ) -> ProcessSpec:
     host, c = inv.scheduler_host, inv.cluster
     argv = [interpreter(inv, host), "-m", "distributed.cli.dask_scheduler",
             "--host", host.address, "--port", str(c.scheduler_port)]
-    if c.dashboard_port is None:
-        argv.append("--no-dashboard")
-    else:
-        argv += ["--dashboard-address", f"{host.address}:{c.dashboard_port}"]
-    return ProcessSpec(host.name, SCHEDULER, tuple(argv), _env(inv, host, env_digest), run_dir(inv, host),
-                       os=host.os)
+    dashboard = dashboard_address(inv)
+    argv += ["--dashboard-address", dashboard] if dashboard else ["--no-dashboard"]
+    tls_args, files, digest = _tls(inv, host, SCHEDULER, certs)
+    return ProcessSpec(host.name, SCHEDULER, tuple(argv + tls_args), _env(inv, host, env_digest, digest),
+                       run_dir(inv, host), os=host.os, files=files)
 
 
-def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_digest: str | None = None) -> ProcessSpec:
+def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_digest: str | None = None,
+                   certs: Certificates | None = None) -> ProcessSpec:
     c, rdir = inv.cluster, run_dir(inv, host)
     argv = [interpreter(inv, host), "-m", "distributed.cli.dask_worker", scheduler_address,
             "--name", host.name, "--nworkers", str(host.nworkers)]
@@ -143,18 +200,19 @@ def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_diges
         argv += ["--nanny-port", str(c.nanny_ports)]
     if host.resources:
         argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in host.resources.items())]
-    return ProcessSpec(host.name, WORKER, tuple(argv), _env(inv, host, env_digest), rdir,
-                       worker_names(host), os=host.os)
+    tls_args, files, digest = _tls(inv, host, WORKER, certs)
+    return ProcessSpec(host.name, WORKER, tuple(argv + tls_args), _env(inv, host, env_digest, digest), rdir,
+                       worker_names(host), os=host.os, files=files)
 
 
-def build(inv: Inventory, env_digest: str | None = None) -> ClusterSpec:
+def build(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None) -> ClusterSpec:
     """The cluster spec for an inventory: the scheduler first, then one `dask worker` per host with workers.
 
-    `env_digest` identifies the managed environments' lock (see lock.digest); None when there is none."""
-    sched = inv.scheduler_host
-    address = scheduler.address(sched.address, inv.cluster.scheduler_port)
-    dashboard = (f"http://{sched.address}:{inv.cluster.dashboard_port}/status"
-                 if inv.cluster.dashboard_port is not None else None)
-    procs = [scheduler_process(inv, env_digest)]
-    procs += [worker_process(inv, h, address, env_digest) for h in inv.hosts.values() if h.nworkers > 0]
-    return ClusterSpec(inv.cluster.name, address, dashboard, tuple(procs))
+    `env_digest` identifies the managed environments' lock (see lock.digest); None when there is none.
+    `certs`: this machine's certificates of the cluster (security.store.CertFiles), for the files each host gets
+    and the fingerprints; None where only the command lines matter."""
+    address, dashboard = scheduler_address(inv), dashboard_address(inv)
+    procs = [scheduler_process(inv, env_digest, certs)]
+    procs += [worker_process(inv, h, address, env_digest, certs) for h in inv.hosts.values() if h.nworkers > 0]
+    return ClusterSpec(inv.cluster.name, address, f"http://{dashboard}/status" if dashboard else None,
+                       tuple(procs), tls=inv.cluster.tls, dashboard_private=inv.cluster.dashboard == "private")

@@ -56,6 +56,8 @@ class ClusterSettings:
     scheduler: str = ""
     scheduler_port: int = 8786
     dashboard_port: int | None = 8787
+    dashboard: str = "private"
+    tls: bool = True
     worker_ports: PortRange | None = None
     nanny_ports: PortRange | None = None
 
@@ -153,6 +155,12 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return check
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise Bad(f"{shown(v)} is not true or false", "write true or false")
+    return v
+
+
 def _backend(v: Any) -> str:
     v = _choice("native", "docker")(v)
     if v == "docker":
@@ -248,6 +256,9 @@ CLUSTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "scheduler": (_str, "the host (a name under hosts:) that runs the scheduler"),
     "scheduler_port": (_int(1, 65535), "TCP port of the scheduler"),
     "dashboard_port": (_optional_port, "port of the Bokeh dashboard on the scheduler host; null for none"),
+    "dashboard": (_choice("private", "lan"), "private: only on the scheduler host's loopback (homecluster "
+                  "dashboard tunnels to it over SSH); lan: on the scheduler's address, for everyone on the network"),
+    "tls": (_bool, "mutual TLS between this machine, the scheduler and the workers (default true)"),
     "worker_ports": (_port_range, "fixed range for worker ports (--worker-port), firewall-friendly"),
     "nanny_ports": (_port_range, "fixed range for nanny ports (--nanny-port)"),
 }

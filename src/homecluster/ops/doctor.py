@@ -134,8 +134,8 @@ def check_hosts(inv: Inventory, client: dict, extra: tuple[str, ...]) -> list[Fi
     return findings
 
 
-def _cluster_versions(address: str, packages: list[str]) -> dict[str, dict]:
-    out = scheduler.versions(address, packages)
+def _cluster_versions(ep: scheduler.Endpoint, packages: list[str]) -> dict[str, dict]:
+    out = scheduler.versions(ep, packages)
     for v in out.values():
         v["python"] = (v.get("python") or "").split(".final")[0]
     return out
@@ -148,25 +148,34 @@ def check_cluster(inv: Inventory, client: dict, extra: tuple[str, ...], ports: b
     host, port = scheduler.host_port(spec.scheduler_address)
     try:
         socket.create_connection((host, port), timeout=1).close()
-        running = _cluster_versions(spec.scheduler_address, list(extra))
+        running = _cluster_versions(scheduler.endpoint(inv), list(extra))
     except Exception:  # noqa: BLE001 - not running (or not answering): only the host checks apply
         return False, []
     findings = []
     for where, there in running.items():
         findings += compare(client, there, where, extra, "homecluster down, then homecluster up (the running "
                                                          "processes loaded the old packages)")
-    return True, findings + (check_ports(spec.scheduler_address, spec.dashboard_url) if ports else [])
+    return True, findings + (check_ports(inv, spec) if ports else [])
 
 
-def check_ports(scheduler_address: str, dashboard_url: str | None) -> list[Finding]:
-    """The scheduler port accepts TCP; the dashboard answers HTTP."""
+def check_ports(inv: Inventory, spec) -> list[Finding]:
+    """The scheduler port accepts TCP; the dashboard answers HTTP where this machine should see it, and a private
+    dashboard of another host is closed to the network."""
     out = []
-    host, port = scheduler.host_port(scheduler_address)
+    host, port = scheduler.host_port(spec.scheduler_address)
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as e:
         out.append(Finding("scheduler", f"port {port}", "open", str(e), ERROR, "check the firewall"))
-    if dashboard_url:
+    dashboard_url = spec.dashboard_url
+    if dashboard_url and spec.dashboard_private and not inv.scheduler_host.is_local:
+        try:
+            socket.create_connection((host, inv.cluster.dashboard_port), timeout=1).close()
+            out.append(Finding("dashboard", f"port {inv.cluster.dashboard_port}", "closed to the network", "open",
+                               ERROR, "homecluster up (the running scheduler was started with dashboard: lan)"))
+        except OSError:
+            pass
+    elif dashboard_url:
         try:
             base = dashboard_url.rsplit("/", 1)[0]
             with urllib.request.urlopen(f"{base}/health", timeout=3) as r:

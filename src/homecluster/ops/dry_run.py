@@ -9,6 +9,7 @@ from homecluster.inventory import Host, Inventory
 from homecluster.ops.down import down
 from homecluster.ops.up import up
 from homecluster.packages import lock
+from homecluster.security.store import CLIENT, CertFiles
 from homecluster.transport import WindowsUnsupported, reached_by
 from homecluster.transport.replay import ReplayRunner
 
@@ -39,8 +40,12 @@ def up_text(inv: Inventory) -> str:
     spec, rec = build(inv, lock.digest(inv)), _Recorder()
     up(inv, runners=rec, wait=False)
     titles = {h: ", ".join(p.role for p in spec.for_host(h)) or "nothing to start" for h in inv.hosts}
-    return rec.text(inv, f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "
-                         f"dashboard {spec.dashboard_url or 'off'}\n", titles)
+    head = (f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "
+            f"dashboard {spec.dashboard_url or 'off'}{' (private to its host)' if spec.dashboard_private else ''}\n")
+    store = CertFiles(inv.cluster.name)
+    if inv.cluster.tls and not store.has(CLIENT):
+        head += f"# first: make the cluster's certificates in {store.dir} (homecluster certs init)\n"
+    return rec.text(inv, head, titles)
 
 
 def down_text(inv: Inventory) -> str:

@@ -252,9 +252,9 @@ def install(inv: Inventory, packages: list[str], restart: bool = False, upgrade:
             progress: Progress = lambda s: None) -> InstallReport:
     """Install packages on every worker of the running cluster (and on late joiners); a row per worker."""
     packages = parse_requirements(packages)
-    address = build(inv).scheduler_address
-    if scheduler.workers(address) is None:
-        raise HomeclusterError(f"no scheduler answers at {address}. Fix: homecluster up")
+    ep = scheduler.endpoint(inv)
+    if scheduler.workers(ep) is None:
+        raise HomeclusterError(f"no scheduler answers at {ep.address}. Fix: homecluster up")
     p = plan(inv, packages, upgrade, progress)
     cloudpickle.register_pickle_by_value(worker_plugins)  # homecluster is not installed on the workers
     digest = hashlib.sha256("\n".join(p.requirements + list(p.upgraded) + sorted(p.wheels)).encode()).hexdigest()

@@ -6,10 +6,12 @@ from homecluster import scheduler
 from homecluster.backends import backend_for
 from homecluster.backends.base import ProcessState
 from homecluster.core.spec import build
+from homecluster.errors import HomeclusterError
 from homecluster.inventory import Inventory
 from homecluster.ops.report import ClusterReport, new_reports
 from homecluster.ops.up import record_failures
 from homecluster.packages import lock
+from homecluster.security.store import CertFiles
 from homecluster.transport.group import Group
 
 
@@ -20,9 +22,16 @@ def describe(state: ProcessState, current: bool) -> str:
     return what + (f" ({history})" if history else "") + ("" if current else " (outdated: run up)")
 
 
+def _workers(inv: Inventory) -> dict[str, scheduler.WorkerInfo] | None:
+    try:
+        return scheduler.workers(scheduler.endpoint(inv))
+    except HomeclusterError:  # no client certificate yet: nothing can have registered with this machine's CA
+        return None
+
+
 def status(inv: Inventory) -> ClusterReport:
     """What runs where: processes found on each host and the workers the scheduler knows."""
-    spec = build(inv, lock.digest(inv))
+    spec = build(inv, lock.digest(inv), CertFiles(inv.cluster.name))
     reports = new_reports(inv, spec)
     with Group(inv.hosts.values()) as group:
         probes = group.each(inv.hosts, lambda runner, host: backend_for(inv, host, runner).probe())
@@ -34,7 +43,7 @@ def status(inv: Inventory) -> ClusterReport:
                 reports[name].pids[role] = st.pid
                 reports[name].states[role] = st
                 reports[name].actions.append(describe(st, fingerprints.get((name, role)) == st.fingerprint))
-    workers = scheduler.workers(spec.scheduler_address)
+    workers = _workers(inv)
     for rep in reports.values():
         rep.registered = [workers[n] for n in rep.expected if workers and n in workers]
         if rep.error is None and len(rep.registered) < len(rep.expected):

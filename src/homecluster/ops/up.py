@@ -18,6 +18,7 @@ from homecluster.inventory import Host, Inventory
 from homecluster.ops.report import ClusterReport, HostReport, Interrupted, new_reports
 from homecluster.packages import lock
 from homecluster.packages.additions import Additions, given, restore
+from homecluster.security.store import CertFiles
 from homecluster.transport import runner_for
 from homecluster.transport.group import Group, HostResult
 
@@ -137,13 +138,19 @@ def _all_kept(reports: dict[str, HostReport]) -> bool:
     return all(r.error is None and all(a.startswith(KEEP) for a in r.actions) for r in reports.values())
 
 
+def _dashboard_here(inv: Inventory, spec: ClusterSpec) -> bool:
+    """Whether this machine can open the dashboard's URL itself (a private one is on the scheduler's loopback)."""
+    return bool(spec.dashboard_url) and (not spec.dashboard_private or inv.scheduler_host.is_local)
+
+
 def _wait(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport], timeout: float,
           progress: Progress) -> tuple[dict[str, scheduler.WorkerInfo], bool]:
     """Wait for the workers of the hosts that did not fail; the registered workers, and whether the scheduler
     runs. A process that died meanwhile is reported on its host with its log's cause line."""
     sched = reports[spec.scheduler.host]
     seen: dict[str, scheduler.WorkerInfo] = {}
-    if _all_kept(reports) and spec.dashboard_url:  # a no-op up: a look at the dashboard may be enough
+    ep = scheduler.endpoint(inv)
+    if _all_kept(reports) and _dashboard_here(inv, spec):  # a no-op up: a look at the dashboard may be enough
         expected = {n for r in reports.values() for n in r.expected}
         seen = scheduler.workers_over_http(spec.dashboard_url) or {}
         if expected <= set(seen):
@@ -151,10 +158,10 @@ def _wait(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, Ho
     if SCHEDULER in sched.pids:
         expected = {n for r in reports.values() if r.error is None for n in r.expected}
         seen = scheduler.wait_for_workers(
-            spec.scheduler_address, expected, timeout,
+            ep, expected, timeout,
             lambda n, total, t: progress(f"waiting for workers: {n}/{total} registered ({t:.0f} s)"),
             _dead_checker(group, inv, spec, reports))
-    running = bool(seen) or scheduler.workers(spec.scheduler_address) is not None
+    running = bool(seen) or scheduler.workers(ep) is not None
     if not running and SCHEDULER in sched.pids and sched.error is None:
         # the workers may have died first (nothing left to wait for) before the checker saw the scheduler go
         probe = group.each([sched.host], lambda r, h: backend_for(inv, h, r).probe())[sched.host]
@@ -167,9 +174,10 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
        runners: Callable[[Host], object] = runner_for, wait: bool = True) -> ClusterReport:
     """Bring the cluster to the state the inventory describes, and wait for every worker to register.
 
-    `runners` makes the runner of each host (--dry-run passes a recording one, and `wait=False`).
+    `runners` makes the runner of each host (--dry-run passes a recording one, and `wait=False`: then no
+    certificate is made either).
     Ctrl-C raises Interrupted, which says what was started where."""
-    spec = build(inv, lock.digest(inv))
+    spec = build(inv, lock.digest(inv), credentials(inv, make=wait))
     reports = new_reports(inv, spec)
     # The scheduler's host goes first: the others wait for its decision, so it must never queue behind them.
     order = [spec.scheduler.host] + [n for n in inv.hosts if n != spec.scheduler.host]
@@ -187,6 +195,20 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
     if running and _scheduler_is_new(inv, reports[spec.scheduler.host]):
         _restore(inv, rep, progress)
     return rep
+
+
+def credentials(inv: Inventory, make: bool = True) -> CertFiles | None:
+    """The cluster's certificates, made where missing (the first up, a new worker host) unless `make` is false
+    (--dry-run); None without TLS."""
+    if not inv.cluster.tls:
+        return None
+    if not make:
+        return CertFiles(inv.cluster.name)
+    from homecluster.security.certs import CertStore  # cryptography loads only when up may make certificates
+
+    store = CertStore(inv.cluster.name)
+    store.ensure(inv)
+    return store
 
 
 def _scheduler_is_new(inv: Inventory, report: HostReport) -> bool:

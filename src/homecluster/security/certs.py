@@ -20,25 +20,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from homecluster.core.spec import SCHEDULER, WORKER
+from homecluster.core.spec import SCHEDULER, WORKER, cert_name
 from homecluster.errors import HomeclusterError
 from homecluster.inventory import Inventory
+from homecluster.security.store import CA, CLIENT, CertFiles
 
 CA_DAYS = 5 * 365
 CERT_DAYS = 2 * 365
-CLIENT = "client"
-
-
-def config_root() -> Path:
-    """$HOMECLUSTER_CONFIG, else $XDG_CONFIG_HOME/homecluster, else ~/.config/homecluster."""
-    if os.environ.get("HOMECLUSTER_CONFIG"):
-        return Path(os.environ["HOMECLUSTER_CONFIG"])
-    return Path(os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")) / "homecluster"
 
 
 def role_names(inv: Inventory) -> list[str]:
     """The certificates a cluster needs: the scheduler, each host that runs workers, and this machine."""
-    return [SCHEDULER] + [f"{WORKER}-{h.name}" for h in inv.hosts.values() if h.nworkers > 0] + [CLIENT]
+    return [SCHEDULER] + [cert_name(WORKER, h.name) for h in inv.hosts.values() if h.nworkers > 0] + [CLIENT]
 
 
 @dataclass(frozen=True)
@@ -51,28 +44,18 @@ class CertInfo:
     not_after: datetime.datetime
 
 
-class CertStore:
-    """One cluster's CA and certificates on this machine."""
-
-    def __init__(self, cluster: str, root: Path | None = None):
-        self.cluster = cluster
-        self.dir = (root or config_root()) / "certs" / cluster
-
-    def cert(self, name: str) -> Path:
-        return self.dir / f"{name}.pem"
-
-    def key(self, name: str) -> Path:
-        return self.dir / f"{name}.key"
+class CertStore(CertFiles):
+    """One cluster's CA and certificates on this machine, and making them."""
 
     def ensure(self, inv: Inventory) -> list[str]:
         """Make the CA and every certificate the inventory needs that does not exist yet; the names made."""
         made = []
-        if not self.cert("ca").exists():
+        if not self.has(CA):
             self._new_ca()
-            made.append("ca")
-        ca_key, ca_cert = self._load("ca")
+            made.append(CA)
+        ca_key, ca_cert = self._load(CA)
         for name in role_names(inv):
-            if not self.cert(name).exists():
+            if CA in made or not self.has(name):  # a new CA: certificates of the old one no longer get in
                 self._new_cert(name, _address_of(inv, name), ca_key, ca_cert)
                 made.append(name)
         return made

@@ -42,5 +42,20 @@ class LocalRunner:
         """Copy a file to a path on this machine (`~/` is the home directory)."""
         shutil.copyfile(local, os.path.expanduser(remote))
 
+    def put_private(self, local: Path, remote: str) -> None:
+        """Copy a file (a key) so that only its owner can ever read it: mode 0600 from its creation, replaced
+        atomically."""
+        path = Path(os.path.expanduser(remote))
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            data = local.read_bytes()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
+
     def close(self) -> None:
         pass

@@ -56,6 +56,9 @@ class ReplayRunner:
     def put(self, local: Path, remote: str) -> None:
         self.scripts.append(f"# copy {local} to {remote}")
 
+    def put_private(self, local: Path, remote: str) -> None:
+        self.scripts.append(f"# homecluster copy: {local} to {remote}, mode 0600")
+
     def close(self) -> None:
         pass
 

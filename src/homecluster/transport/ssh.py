@@ -128,5 +128,21 @@ class SSHRunner:
         except Exception as e:  # noqa: BLE001 - a failed transfer is this host's failure
             raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
 
+    def put_private(self, local: Path, remote: str) -> None:
+        """Copy a file (a key) over SFTP so that only its owner can read it: mode 0600 before any byte is
+        written, then renamed into place."""
+        self.open()
+        remote = remote[2:] if remote.startswith("~/") else remote
+        tmp = remote + ".tmp"
+        try:
+            data = local.read_bytes()
+            sftp = self.conn.sftp()
+            with sftp.open(tmp, "wb") as f:
+                sftp.chmod(tmp, 0o600)
+                f.write(data)
+            sftp.posix_rename(tmp, remote)
+        except Exception as e:  # noqa: BLE001 - a failed transfer is this host's failure
+            raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
+
     def close(self) -> None:
         self.conn.close()

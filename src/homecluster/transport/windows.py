@@ -27,5 +27,7 @@ class WindowsUnsupported:
     def put(self, local: Path, remote: str) -> None:
         raise HostError(f"{self.host.name}: {self.REASON}")
 
+    put_private = put
+
     def close(self) -> None:
         pass
