@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from distributed import Client
+
+from homecluster import connect
 
 from conftest import ARTIFACTS, hc, household_inventory
 
@@ -47,28 +52,66 @@ def busy(client: Client, stop: threading.Event) -> None:
         client.gather(client.map(time.sleep, [0.05] * 40, pure=False))
 
 
+def load_while_busy(inv: Path, url: str, shot: Path) -> tuple[str, int]:
+    """Keep the cluster busy while the page loads in Chromium; its title and figure count."""
+    stop = threading.Event()
+    with connect(str(inv)) as client:
+        worker = threading.Thread(target=busy, args=(client, stop), daemon=True)
+        worker.start()
+        try:
+            ARTIFACTS.mkdir(exist_ok=True)
+            return screenshot(url, shot)
+        finally:
+            stop.set()
+            worker.join(timeout=30)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
-def test_dashboard_url_serves_bokeh_status_page(household, tmp_path, cleanup):
+def test_private_dashboard_opens_through_the_ssh_tunnel(household, tmp_path, cleanup):
+    """The default: the dashboard listens on the scheduler host's loopback only (nobody on the LAN sees it);
+    `homecluster dashboard` tunnels to it over SSH and the page works in a real browser."""
     inv = household_inventory(household, tmp_path / "inventory.yaml", "dash",
                               cluster_extra={"scheduler_port": 8780, "dashboard_port": 8781})
     cleanup(inv)
     up = hc("up", inv=inv)
     assert up.returncode == 0, up.stdout + up.stderr
-    url = re.search(r"^dashboard: (\S+)$", up.stdout, re.M).group(1)
-    assert url == f"http://{household.host('desktop').address}:8781/status"
-    stop = threading.Event()
-    with Client(f"tcp://{household.host('desktop').address}:8780", timeout=10) as client:
-        worker = threading.Thread(target=busy, args=(client, stop), daemon=True)
-        worker.start()
-        try:
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "dashboard.png"
-            title, figures = screenshot(url, shot)
-        finally:
-            stop.set()
-            worker.join(timeout=30)
+    assert "dashboard: private to desktop (open it with: homecluster dashboard)" in up.stdout
+    assert not reachable(household.host("desktop").address, 8781)
+    tunnel = subprocess.Popen([sys.executable, "-m", "homecluster", "dashboard", "-i", str(inv), "--no-browser"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = tunnel.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", url), url + tunnel.stderr.read()
+        shot = ARTIFACTS / "dashboard.png"
+        title, figures = load_while_busy(inv, url, shot)
+    finally:
+        tunnel.terminate()
+        code = tunnel.wait(15)
+    assert code == 0, tunnel.stderr.read()
     assert title == "Dask: Status"
     assert figures >= 3
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     if os.environ.get("UPDATE_SCREENSHOT"):
         shutil.copy(shot, Path(__file__).parent.parent / "docs" / "dashboard.png")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
+def test_lan_dashboard_url_serves_bokeh_status_page(household, tmp_path, cleanup):
+    """dashboard: lan: the URL `up` prints is on the scheduler's address, for every device on the network."""
+    inv = household_inventory(household, tmp_path / "inventory.yaml", "dashlan",
+                              cluster_extra={"scheduler_port": 8782, "dashboard_port": 8783, "dashboard": "lan"})
+    cleanup(inv)
+    up = hc("up", inv=inv)
+    assert up.returncode == 0, up.stdout + up.stderr
+    url = re.search(r"^dashboard: (\S+)$", up.stdout, re.M).group(1)
+    assert url == f"http://{household.host('desktop').address}:8783/status"
+    title, figures = load_while_busy(inv, url, tmp_path / "lan.png")
+    assert title == "Dask: Status" and figures >= 3
