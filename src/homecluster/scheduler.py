@@ -7,9 +7,10 @@ distributed is imported inside the functions: commands that never ask start fast
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
-import urllib.request
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Callable
 
@@ -121,15 +122,24 @@ async def _identity(ep: Endpoint, timeout: float) -> dict:
         return await asyncio.wait_for(r.identity(), timeout)
 
 
-def workers_over_http(dashboard_url: str, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:
+def workers_over_http(dashboard_url: str, timeout: float = 2.0,
+                      via: Callable[[str, int], object] | None = None) -> dict[str, WorkerInfo] | None:
     """The scheduler's workers from its dashboard's /json/identity.json, or None when it does not answer:
-    no import of distributed (~0.2 s), which is most of what a no-op up would otherwise spend here."""
-    base = dashboard_url.rsplit("/", 1)[0]
+    no import of distributed (~0.2 s), which is most of what a no-op up would otherwise spend here.
+
+    `via(host, port)` opens the connection instead (a socket-like SSH channel to a private dashboard)."""
+    url = urllib.parse.urlsplit(dashboard_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(f"{base}/json/identity.json", timeout=timeout) as r:
-            return parse_identity(json.loads(r.read()))
-    except (OSError, ValueError, AttributeError):  # not answering, or not a Dask dashboard
+        if via is not None:
+            conn.sock = via(url.hostname, url.port)
+        conn.request("GET", "/json/identity.json")
+        reply = conn.getresponse()
+        return parse_identity(json.loads(reply.read())) if reply.status == 200 else None
+    except (OSError, ValueError, AttributeError, http.client.HTTPException):  # not answering, or not Dask's
         return None
+    finally:
+        conn.close()
 
 
 def workers(ep: Endpoint, timeout: float = 2.0) -> dict[str, WorkerInfo] | None:

@@ -150,9 +150,11 @@ def _wait(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, Ho
     sched = reports[spec.scheduler.host]
     seen: dict[str, scheduler.WorkerInfo] = {}
     ep = scheduler.endpoint(inv)
-    if _all_kept(reports) and _dashboard_here(inv, spec):  # a no-op up: a look at the dashboard may be enough
+    if _all_kept(reports) and spec.dashboard_url:  # a no-op up: a look at the dashboard may be enough
         expected = {n for r in reports.values() for n in r.expected}
-        seen = scheduler.workers_over_http(spec.dashboard_url) or {}
+        # a private dashboard of another host: through the SSH connection up holds to it anyway
+        via = None if _dashboard_here(inv, spec) else getattr(group.runners[sched.host], "connect_to", None)
+        seen = scheduler.workers_over_http(spec.dashboard_url, via=via) or {}
         if expected <= set(seen):
             return {n: w for n, w in seen.items() if n in expected}, True
     if SCHEDULER in sched.pids:
@@ -202,8 +204,9 @@ def credentials(inv: Inventory, make: bool = True) -> CertFiles | None:
     (--dry-run); None without TLS."""
     if not inv.cluster.tls:
         return None
-    if not make:
-        return CertFiles(inv.cluster.name)
+    files = CertFiles(inv.cluster.name)
+    if not make or not files.missing(inv):
+        return files
     from homecluster.security.certs import CertStore  # cryptography loads only when up may make certificates
 
     store = CertStore(inv.cluster.name)

@@ -20,18 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from homecluster.core.spec import SCHEDULER, WORKER, cert_name
+from homecluster.core.spec import SCHEDULER, WORKER
 from homecluster.errors import HomeclusterError
 from homecluster.inventory import Inventory
-from homecluster.security.store import CA, CLIENT, CertFiles
+from homecluster.security.store import CA, CertFiles, role_names
 
 CA_DAYS = 5 * 365
 CERT_DAYS = 2 * 365
-
-
-def role_names(inv: Inventory) -> list[str]:
-    """The certificates a cluster needs: the scheduler, each host that runs workers, and this machine."""
-    return [SCHEDULER] + [cert_name(WORKER, h.name) for h in inv.hosts.values() if h.nworkers > 0] + [CLIENT]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ import hashlib
 import os
 from pathlib import Path
 
+from homecluster.core.spec import SCHEDULER, WORKER, cert_name
 from homecluster.errors import HomeclusterError
+from homecluster.inventory import Inventory
 
 CA, CLIENT = "ca", "client"
 
@@ -17,6 +19,11 @@ def config_root() -> Path:
     if os.environ.get("HOMECLUSTER_CONFIG"):
         return Path(os.environ["HOMECLUSTER_CONFIG"])
     return Path(os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")) / "homecluster"
+
+
+def role_names(inv: Inventory) -> list[str]:
+    """The certificates a cluster needs: the scheduler, each host that runs workers, and this machine."""
+    return [SCHEDULER] + [cert_name(WORKER, h.name) for h in inv.hosts.values() if h.nworkers > 0] + [CLIENT]
 
 
 class CertFiles:
@@ -34,6 +41,10 @@ class CertFiles:
 
     def has(self, name: str) -> bool:
         return self.cert(name).is_file() and self.key(name).is_file()
+
+    def missing(self, inv: Inventory) -> list[str]:
+        """The certificates the inventory needs that do not exist yet (the CA first)."""
+        return [n for n in [CA] + role_names(inv) if not self.has(n)]
 
     def digest(self, name: str) -> str | None:
         """What identifies a role's credentials (the CA and its certificate): a process started with others

@@ -128,6 +128,15 @@ class SSHRunner:
         except Exception as e:  # noqa: BLE001 - a failed transfer is this host's failure
             raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
 
+    def connect_to(self, address: str, port: int):
+        """A socket-like channel to address:port as the host sees it (its loopback too), like `ssh -L`."""
+        self.open()
+        try:
+            return self.conn.client.get_transport().open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0),
+                                                                 timeout=CONNECT_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - refused by the host, or the connection broke
+            raise OSError(f"{self.host.name}: cannot reach {address}:{port} through SSH: {e}") from None
+
     def put_private(self, local: Path, remote: str) -> None:
         """Copy a file (a key) over SFTP so that only its owner can read it: mode 0600 before any byte is
         written, then renamed into place."""
