@@ -54,7 +54,9 @@ class SSHRunner:
             return
         self._check_files()
         client = self.conn.client
-        client.load_host_keys(str(self.known_hosts))
+        # This host's keys only, read leniently: paramiko's own loader fails on @revoked/@cert-authority lines.
+        for key in hostkeys.known_key(self.host):
+            client.get_host_keys().add(hostkeys.key_name(self.host), key.get_name(), key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             self.conn.open()
@@ -63,9 +65,9 @@ class SSHRunner:
 
     def _check_files(self) -> None:
         if not self.known_hosts.is_file():
-            raise HostError(f"{self.host.name}: known_hosts file {self.known_hosts} does not exist. Fix: connect "
-                            f"once with ssh -p {self.host.port} {self.host.address} and check the key fingerprint, "
-                            "or set known_hosts: in the inventory")
+            raise HostError(f"{self.host.name}: known_hosts file {self.known_hosts} does not exist. Fix: homecluster "
+                            f"trust {self.host.name} (check the fingerprint it shows), or set known_hosts: in the "
+                            "inventory")
         key = self.host.ssh_key
         if key and not Path(os.path.expanduser(key)).is_file():
             raise HostError(f"{self.host.name}: ssh_key {key} does not exist. Fix: point ssh_key: at your private "
