@@ -8,7 +8,8 @@ Host 1 runs the scheduler, hosts 2 and 3 one worker process each (nthreads 1, me
 Four contenders are measured interleaved in every round, each round starting with another one:
 
 * homecluster: `python -m homecluster up -i INV` as a fresh process, timed until it returns (it returns once
-  every worker registered); checked with a Client (untimed); `up` run once more on the running cluster (the
+  every worker registered); checked with a Client (untimed; over TLS, homecluster's default, with this machine's
+  client certificate; the SSHCluster contenders stay plain tcp); `up` run once more on the running cluster (the
   no-op `up`, timed separately); then `python -m homecluster down -i INV`, timed.
 * homecluster unsupervised: the same CLI with `ProcessBackend.supervised = False` (the Dask processes started
   directly, no supervisor installed or run), up / check / down as above: what supervision adds to a cold up.
@@ -163,13 +164,14 @@ def finish_down(hh: Household, who: str, t_down: float, notes: list[str]) -> dic
     return {"gone": gone, "orphans": orphans, "alive_when_down_returned": alive}
 
 
-def check_workers(address: str, hh: Household) -> dict:
-    """Connect a Client and check that the two workers run on hosts 2 and 3 with 1 thread each."""
+def check_workers(address: str, hh: Household, security=None) -> dict:
+    """Connect a Client and check that the two workers run on hosts 2 and 3 with 1 thread each. `security`: a
+    distributed.Security for a TLS scheduler (homecluster's); None for plain tcp (the SSHCluster contenders')."""
     import inspect
 
     from distributed import Client
 
-    with Client(address, timeout="20s") as client:
+    with Client(address, timeout="20s", security=security) as client:
         takes_n = "n_workers" in inspect.signature(client.scheduler_info).parameters
         workers = (client.scheduler_info(n_workers=-1) if takes_n else client.scheduler_info())["workers"]
     want_ips = {h.address for h in hh.hosts[1:]}
@@ -183,6 +185,18 @@ def check_workers(address: str, hh: Household) -> dict:
 
 # --- homecluster --------------------------------------------------------------------------------------------
 
+def check_homecluster(inv: Path, hh: Household, port: int) -> dict:
+    """check_workers on homecluster's cluster: tls:// (its default), with this machine's client certificate."""
+    from homecluster import scheduler
+    from homecluster.inventory import load
+
+    ep = scheduler.endpoint(load(str(inv)))
+    want = f"tls://{hh.hosts[0].address}:{port}"
+    if ep.address != want:
+        raise BenchError(f"homecluster's scheduler is at {ep.address}, expected {want}")
+    return check_workers(ep.address, hh, ep.security())
+
+
 def _cli(args: list[str], cwd: Path, program: tuple[str, ...] = CLI) -> float:
     """`python -m homecluster ARGS`, raising BenchError unless it exits 0; returns its seconds."""
     return run_checked(args, cwd, timeout=CLI_TIMEOUT, program=program)["seconds"]
@@ -193,7 +207,7 @@ def round_homecluster(hh: Household, inv: Path, cwd: Path, state: dict, notes: l
     ensure_clean(hh, f"{HC} up", notes)
     state["hc_maybe_up"] = True
     up = _cli(["up", "-i", str(inv)], cwd)
-    check = check_workers(f"tcp://{hh.hosts[0].address}:{HC_PORTS[0]}", hh)
+    check = check_homecluster(inv, hh, HC_PORTS[0])
     noop_up = _cli(["up", "-i", str(inv)], cwd)
     t_down = time.perf_counter()
     down = _cli(["down", "-i", str(inv)], cwd)
@@ -206,7 +220,7 @@ def round_unsupervised(hh: Household, inv: Path, cwd: Path, state: dict, notes: 
     ensure_clean(hh, f"{BARE} up", notes)
     state["bare_maybe_up"] = True
     up = _cli(["up", "-i", str(inv)], cwd, UNSUPERVISED_CLI)
-    check = check_workers(f"tcp://{hh.hosts[0].address}:{BARE_PORTS[0]}", hh)
+    check = check_homecluster(inv, hh, BARE_PORTS[0])
     t_down = time.perf_counter()
     down = _cli(["down", "-i", str(inv)], cwd, UNSUPERVISED_CLI)
     state["bare_maybe_up"] = False

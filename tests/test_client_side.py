@@ -134,7 +134,7 @@ def test_run_sets_the_scheduler_address_and_connect_finds_the_cluster(household,
     assert "workers 2 arg hello" in p.stdout and "sum 45" in p.stdout
     from homecluster import connect
     with connect(str(cluster)) as client:
-        assert client.scheduler.address == f"tcp://{household.host('desktop').address}:{PORT}"
+        assert client.scheduler.address == f"tls://{household.host('desktop').address}:{PORT}"
         assert client.get_versions()["scheduler"]["packages"]["distributed"] == version("distributed")
 
 

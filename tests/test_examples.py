@@ -26,6 +26,8 @@ from dask.base import tokenize
 from distributed import Client, get_task_stream
 from nbclient import NotebookClient
 
+from homecluster import connect
+
 from conftest import dask_processes, hc, household_inventory
 
 pytestmark = pytest.mark.household
@@ -80,7 +82,7 @@ def cluster(household, tmp_path_factory, wheel_cache):
 
 @pytest.fixture
 def client(cluster, household):
-    with Client(f"tcp://{household.host('desktop').address}:{PORT}", timeout=10) as c:
+    with connect(str(cluster)) as c:
         c.wait_for_workers(sum(WORKERS.values()), timeout=30)
         yield c
 

@@ -10,7 +10,8 @@ import socket
 import sys
 
 import pytest
-from distributed import Client
+
+from homecluster import connect
 
 from conftest import dask_processes, hc, household_inventory, status
 
@@ -23,10 +24,14 @@ def test_up_runs_on_three_hosts_idempotently_and_down_cleans_up(household, tmp_p
     cleanup(inv)
     first = hc("up", inv=inv)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert f"http://{household.host('desktop').address}:8787/status" in first.stdout
+    assert f"scheduler tls://{household.host('desktop').address}:8786 (running)" in first.stdout
+    # the dashboard is private by default: on desktop's loopback, reached from here through an SSH tunnel
+    assert "dashboard: private to desktop (open it with: homecluster dashboard)" in first.stdout
 
-    with Client(f"tcp://{household.host('desktop').address}:8786", timeout=10) as client:
+    with connect(str(inv)) as client:
+        assert client.scheduler.address == f"tls://{household.host('desktop').address}:8786"
         assert len(client.scheduler_info()["workers"]) == 3
+        assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
         hostnames = client.run(socket.gethostname)
         assert sorted(hostnames.values()) == ["attic", "attic", "study"]
         assert client.submit(sum, range(100)).result() == 4950
@@ -65,7 +70,7 @@ def test_status_json_and_logs(household, tmp_path, cleanup):
     workers = sorted(data["workers"], key=lambda w: w["name"])
     assert [(w["name"], w["host"], w["nthreads"], w["memory_limit"]) for w in workers] == [
         ("study-0", "study", 1, 10**9), ("study-1", "study", 1, 10**9)]
-    assert all(w["address"].startswith(f"tcp://{household.host('study').address}:") for w in workers)
+    assert all(w["address"].startswith(f"tls://{household.host('study').address}:") for w in workers)
     text = hc("status", inv=inv).stdout
     assert "study-0" in text and "scheduler running" in text
     assert "Starting Worker" in hc("logs", "study", inv=inv).stdout
@@ -84,7 +89,7 @@ def test_a_host_with_sshd_stopped_fails_alone(household, tmp_path, cleanup):
     assert p.returncode == 1
     assert f"attic: cannot reach {household.host('attic').address}:22: connection refused" in p.stdout
     assert [h["ok"] for h in status(inv)["hosts"] if h["name"] == "study"] == [True]
-    with Client(f"tcp://{household.host('desktop').address}:8792", timeout=10) as client:
+    with connect(str(inv)) as client:
         assert set(client.run(socket.gethostname).values()) == {"study"}
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from distributed import Client
+
+from homecluster import connect
 
 from conftest import hc, household_inventory
 
@@ -51,7 +52,7 @@ def test_setup_up_doctor_on_hosts_without_internet(household, tmp_path, cleanup,
     assert "nothing to download" in again.stdout
 
     assert hc("up", inv=inv).returncode == 0
-    with Client(f"tcp://{household.host('desktop').address}:8810", timeout=10) as client:
+    with connect(str(inv)) as client:
         versions = client.get_versions()
         for w in versions["workers"].values():
             assert w["packages"]["dask"] == version("dask")
@@ -71,7 +72,7 @@ def test_setup_up_doctor_on_hosts_without_internet(household, tmp_path, cleanup,
     assert downloads(wheel_cache, "six") - before == (0 if had_it else 1)  # once for the whole household
     up = hc("up", inv=added)
     assert up.returncode == 0 and "restart worker" in up.stdout  # the environment changed under them
-    with Client(f"tcp://{household.host('desktop').address}:8810", timeout=10) as client:
+    with connect(str(added)) as client:
         assert set(client.run(lambda: __import__("six").__version__).values()) == {"1.17.0"}
 
 

@@ -51,12 +51,21 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def worker_names(address: str) -> list[str] | None:
+def endpoint(inv: Path):
+    """The inventory's scheduler as this machine reaches it: its tls:// address and this machine's client
+    certificate (made by the first `up`)."""
+    from homecluster import scheduler
+    from homecluster.inventory import load
+
+    return scheduler.endpoint(load(str(inv)))
+
+
+def worker_names(ep) -> list[str] | None:
     """Every worker name the scheduler lists (a duplicate shows twice), or None when it does not answer."""
     from distributed.core import rpc
 
     async def ask():
-        async with rpc(address, timeout=2) as r:
+        async with rpc(ep.address, timeout=2, connection_args=ep.connection_args()) as r:
             return await asyncio.wait_for(r.identity(), 2)
     try:
         ident = asyncio.run(ask())
@@ -68,8 +77,8 @@ def worker_names(address: str) -> list[str] | None:
 class Watch:
     """Samples the scheduler's worker list in the background: the most workers of one name ever seen."""
 
-    def __init__(self, address: str):
-        self.address, self.worst, self.samples = address, {}, 0
+    def __init__(self, ep):
+        self.ep, self.worst, self.samples = ep, {}, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -83,7 +92,7 @@ class Watch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            names = worker_names(self.address) or []
+            names = worker_names(self.ep) or []
             self.samples += 1
             for n in set(names):
                 self.worst[n] = max(self.worst.get(n, 0), names.count(n))
@@ -94,8 +103,8 @@ class Watch:
         return {n: c for n, c in self.worst.items() if c > 1}
 
 
-def registered(address: str, expected: list[str]):
-    return lambda: worker_names(address) == sorted(expected)
+def registered(ep, expected: list[str]):
+    return lambda: worker_names(ep) == sorted(expected)
 
 
 def test_processes_come_back_after_kill_and_a_cut_link(household, tmp_path, cleanup):
@@ -104,29 +113,31 @@ def test_processes_come_back_after_kill_and_a_cut_link(household, tmp_path, clea
                               cluster_extra={"scheduler_port": 8850, "dashboard_port": 8851},
                               host_extra={"study": {"death_timeout": 120}})
     cleanup(inv)
-    address, names = f"tcp://{hh.host('desktop').address}:8850", ["attic-0", "attic-1", "study"]
+    names = ["attic-0", "attic-1", "study"]
     assert hc("up", inv=inv).returncode == 0
-    with Watch(address) as watch:
+    ep = endpoint(inv)
+    assert ep.address == f"tls://{hh.host('desktop').address}:8850"
+    with Watch(ep) as watch:
         # kill -9 of every process of a worker (its nanny and the worker processes it spawned)
         victims = dask_pids(hh, "attic", "back", "worker")
         assert len(victims) >= 3  # the dask worker CLI + nanny, and one process per worker
         hh.kill("attic", victims)
-        assert wait_for(lambda: worker_names(address) != names, 10)  # the scheduler noticed
-        assert wait_for(registered(address, names), 10), worker_names(address)
+        assert wait_for(lambda: worker_names(ep) != names, 10)  # the scheduler noticed
+        assert wait_for(registered(ep, names), 10), worker_names(ep)
 
         # kill -9 of the scheduler: it comes back, and so do all the workers
         hh.kill("desktop", dask_pids(hh, "desktop", "back", "scheduler"))
-        assert wait_for(registered(address, names), 30), worker_names(address)
+        assert wait_for(registered(ep, names), 30), worker_names(ep)
 
         # study unplugged for 60 s: dask drops it at ~30 s, its worker exits, the supervisor restarts it
         hh.cut_link("study")
         cut = time.monotonic()
         try:
-            assert wait_for(lambda: "study" not in (worker_names(address) or ["study"]), 50)
+            assert wait_for(lambda: "study" not in (worker_names(ep) or ["study"]), 50)
             time.sleep(max(0.0, cut + 60 - time.monotonic()))
         finally:
             hh.restore_link("study")
-        assert wait_for(registered(address, names), 15), worker_names(address)
+        assert wait_for(registered(ep, names), 15), worker_names(ep)
     assert watch.samples > 50 and not watch.duplicates
     sup = {h["name"]: h["supervision"] for h in status(inv)["hosts"]}
     # attic: the kill -9, then the scheduler's loss (a dask worker exits with 0 then); study: that loss and the cut
@@ -149,7 +160,6 @@ def test_two_ups_at_the_same_instant_start_one_set(household, tmp_path, cleanup)
     inv = household_inventory(hh, tmp_path / "inventory.yaml", "twice", workers=workers,
                               cluster_extra={"scheduler_port": 8852, "dashboard_port": 8853})
     cleanup(inv)
-    address = f"tcp://{hh.host('desktop').address}:8852"
     cmd = [sys.executable, "-m", "homecluster", "up", "-i", str(inv)]
     waited = []
     for _ in range(3):
@@ -157,7 +167,7 @@ def test_two_ups_at_the_same_instant_start_one_set(household, tmp_path, cleanup)
         outs = [p.communicate(timeout=180) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         _one_set(hh, "twice", workers)
-        assert worker_names(address) == ["attic", "study"]
+        assert worker_names(endpoint(inv)) == ["attic", "study"]
         waited.append("waiting for homecluster up" in "".join(err for _, err in outs))
         pids = {h["name"]: h["processes"] for h in status(inv)["hosts"]}
         assert all(f"={pids['desktop']['scheduler']}" in out for out, _ in outs)  # both report the same one
@@ -199,8 +209,9 @@ def test_an_interrupted_up_converges(household, tmp_path, cleanup, sig):
     up = hc("up", inv=inv)
     assert up.returncode == 0, up.stdout + up.stderr
     _one_set(hh, cluster, workers)
-    address = f"tcp://{hh.host('desktop').address}:{port}"
-    assert worker_names(address) == ["attic-0", "attic-1", "study"]
+    ep = endpoint(inv)
+    assert ep.address == f"tls://{hh.host('desktop').address}:{port}"
+    assert worker_names(ep) == ["attic-0", "attic-1", "study"]
 
 
 def test_a_worker_that_always_fails_backs_off(household, tmp_path, cleanup):
@@ -246,8 +257,9 @@ def test_up_gives_a_scheduler_its_supervisor_restarted_what_was_recorded(househo
     inv = household_inventory(hh, tmp_path / "inventory.yaml", "again", workers={"study": 1},
                               cluster_extra={"scheduler_port": 8866, "dashboard_port": 8867})
     cleanup(inv)
-    address = f"tcp://{hh.host('desktop').address}:8866"
     assert hc("up", inv=inv).returncode == 0
+    ep = endpoint(inv)
+    assert ep.address == f"tls://{hh.host('desktop').address}:8866"
     module = tmp_path / "hc_again_mod.py"
     module.write_text("VALUE = 42\n")
     assert hc("upload", str(module), inv=inv).returncode == 0
@@ -255,17 +267,17 @@ def test_up_gives_a_scheduler_its_supervisor_restarted_what_was_recorded(househo
     assert victims
     hh.kill("desktop", victims)
     assert wait_for(lambda: status(inv)["hosts"][0]["supervision"]["scheduler"]["restarts"] == 1, 20)
-    assert wait_for(registered(address, ["study"]), 30)  # back, with a new scheduler and a new worker
-    assert imported(address) is None  # the new scheduler knows no uploads
+    assert wait_for(registered(ep, ["study"]), 30)  # back, with a new scheduler and a new worker
+    assert imported(ep) is None  # the new scheduler knows no uploads
     p = hc("up", inv=inv)
     assert p.returncode == 0 and "nothing changed" not in p.stdout
     assert "given to the new scheduler for every worker: upload  hc_again_mod.py" in p.stdout, p.stdout
-    assert imported(address) == 42
+    assert imported(ep) == 42
     third = hc("up", inv=inv)
     assert "given to the new scheduler" not in third.stdout, third.stdout  # it has them now
 
 
-def imported(address: str):
+def imported(ep):
     """hc_again_mod.VALUE on the worker, or None when it cannot import it."""
     from distributed import Client
 
@@ -276,5 +288,5 @@ def imported(address: str):
             return None
         return hc_again_mod.VALUE
 
-    with Client(address, timeout=10) as client:
+    with Client(ep.address, security=ep.security(), timeout=10) as client:
         return next(iter(client.run(value).values()))
