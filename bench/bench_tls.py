@@ -35,7 +35,8 @@ one kind to the next and from one round to the next (so over the rounds each goe
 The report gives per kind the median, min and max of both, the ratio tls / tcp (median over median, min over
 min, and per round), the throughput (tasks per second at the median), how busy the whole machine was during each
 measurement (all simulated hosts share its cores; with other work running the figures are noisy), and whether
-each ratio meets the goal "TLS costs at most 20 %" (median ratio <= 1.20). At the end both clusters are brought
+the throughput ratios (map, joblib) meet the goal "TLS costs at most 20 %" (median ratio <= 1.20; connect is
+information: a handshake per new Client). At the end both clusters are brought
 down and the host namespaces are polled until no Dask process (anything but sshd) is left; what is still alive
 after a grace period is reported and killed; then the household is torn down. The same cleanup runs when
 anything fails.
@@ -72,7 +73,8 @@ N_TASKS = 2000  # tiny tasks per map
 M_JOBLIB = 500  # calls per joblib batch
 CONNECTS = 3  # fresh Clients per round and cluster
 WARM_TASKS, WARM_JOBLIB = 200, 50
-GOAL_RATIO = 1.20  # "TLS costs at most 20 %"
+GOAL_RATIO = 1.20  # "TLS costs at most 20 %" of task throughput
+THROUGHPUT = ("map", "joblib")  # what the goal is about; a connect (the handshake, once per Client) is information
 CLI_TIMEOUT = 180.0  # seconds for one homecluster command
 STEP_TIMEOUT = 120.0  # seconds for one measurement (map, joblib batch, connects)
 GONE_GRACE = 10.0  # seconds after down before a remaining process counts as an orphan
@@ -267,7 +269,7 @@ def summarize(results: list[dict]) -> dict:
         rat = ratio(s[TLS], s[TCP])
         out[what] = {**s, "ratio": rat, "ratio_per_round": per_round,
                      "per_second": {k: COUNT[what] / s[k]["median"] for k in KINDS if s[k]},
-                     "goal_met": None if rat is None else rat["median"] <= GOAL_RATIO,
+                     "goal_met": None if rat is None or what not in THROUGHPUT else rat["median"] <= GOAL_RATIO,
                      "cores_busy": {k: stats([r["cores_busy"][what].get(k) for r in results]) for k in KINDS}}
     return out
 
@@ -305,6 +307,12 @@ def print_report(summ: dict, cold: dict, errors: list[str], notes: list[str]) ->
     print()
     for what in MEASURES:
         rat = summ[what]["ratio"]
+        if what not in THROUGHPUT:
+            if rat:
+                extra = (summ[what][TLS]["median"] - summ[what][TCP]["median"]) * 1000
+                print(f"information: {WHAT[what]} ratio tls / tcp {rat['median']:.2f} (+{extra:.0f} ms per new "
+                      "Client: the TLS handshake, paid once per connection)")
+            continue
         if rat:
             print(goal(f"TLS costs at most 20 %: {WHAT[what]} ratio tls / tcp <= {GOAL_RATIO:.2f}",
                        rat["median"], summ[what]["goal_met"]))
