@@ -7,6 +7,8 @@ import argparse
 import base64
 import io
 import json
+import os
+import pty
 import re
 import socket
 import stat
@@ -401,3 +403,33 @@ def test_changed_host_key_is_refused_per_host_with_both_fingerprints(household, 
     assert refused.stderr == f"error: {expected}\n"
     assert "attic: ssh-ed25519" in refused.stdout and "is already in" in refused.stdout
     assert kh.read_text() == before
+
+
+@pytest.mark.household
+def test_trust_on_a_terminal_records_only_after_the_user_says_yes(household, tmp_path):
+    """As a person runs it: the question with the fingerprint on the terminal, then `y`."""
+    kh = _known_hosts_without(household, tmp_path / "known_hosts", "study")
+    before = kh.read_text()
+    inv = _inventory(household, tmp_path, kh)
+    real = keygen_fingerprint(Path(f"{household._host_key('study')}.pub"))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "homecluster", "trust", "-i", str(inv), "study"], stdin=slave,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        asked = b""
+        while b"[y/N] " not in asked:
+            chunk = os.read(p.stdout.fileno(), 4096)
+            assert chunk, asked.decode() + p.stderr.read().decode()
+            asked += chunk
+        assert kh.read_text() == before  # nothing recorded while the question waits
+        assert f"study ({household.host('study').address}:22): ssh-ed25519 {real}".encode() in asked
+        os.write(master, b"y\n")
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (asked + out + err).decode()
+    assert f"study: recorded ssh-ed25519 {real}".encode() in out
+    assert kh.read_text().startswith(before) and household.host("study").address in kh.read_text()[len(before):]
