@@ -193,6 +193,14 @@ def cmd_dashboard(inv: Inventory, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ports(inv: Inventory, args: argparse.Namespace) -> int:
+    from homecluster.core import ports
+
+    plan, nets, unpinned = ports.plan(inv), ports.lan_networks(inv), ports.unpinned(inv)
+    print(render.ports_json(plan, nets, unpinned) if args.json else render.ports_text(inv, plan, nets, unpinned))
+    return 0
+
+
 def cmd_logs(inv: Inventory, args: argparse.Namespace) -> int:
     print(logs(inv, args.host, args.role, args.lines), end="")
     return 0
@@ -261,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
                     help="init: make what is missing; rotate: a new CA and new certificates; show: fingerprints")
     ce.set_defaults(func=cmd_certs)
     trust.add_parser(sub, common)
+    po = sub.add_parser("ports", parents=[common], help="the port plan: every port the cluster listens on, per host")
+    po.add_argument("--json", action="store_true", help="as JSON")
+    po.set_defaults(func=cmd_ports)
     lg = sub.add_parser("logs", parents=[common], help="the log of a host's scheduler or worker")
     lg.add_argument("host")
     lg.add_argument("--role", choices=[WORKER, SCHEDULER], default=None,

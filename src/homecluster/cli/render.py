@@ -130,3 +130,19 @@ def certs_text(certs: list) -> str:
         return "no certificates yet. Fix: homecluster certs init (homecluster up makes them too)"
     rows = [[c.name, c.not_after.strftime("%Y-%m-%d"), c.sha256] for c in certs]
     return table(["CERTIFICATE", "EXPIRES", "SHA-256"], rows)
+
+
+def ports_text(inv: Inventory, plan: dict, networks: tuple[str, ...], unpinned: list[str]) -> str:
+    """The port plan: one row per listening socket (or range), and what the firewall cannot pin."""
+    rows = [[host, e.what, e.address, str(e.ports), ", ".join(networks) or "(set cluster.lan)" if e.lan
+             else "this host only", e.who] for host, listens in plan.items() for e in listens]
+    out = [table(["HOST", "LISTENS", "ADDRESS", "PORTS", "REACHED FROM", "BY"], rows)]
+    if unpinned:
+        out.append(f"\nnot pinned (the OS picks a port at start, a firewall cannot open them exactly): set "
+                   f"{' and '.join(unpinned)} in {inv.path}")
+    return "\n".join(out)
+
+
+def ports_json(plan: dict, networks: tuple[str, ...], unpinned: list[str]) -> str:
+    return json.dumps({"lan": list(networks), "unpinned": unpinned,
+                       "hosts": {h: [e.to_dict() for e in listens] for h, listens in plan.items()}}, indent=2)

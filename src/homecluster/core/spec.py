@@ -192,8 +192,9 @@ def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_diges
         argv += ["--nthreads", str(host.nthreads)]
     argv += ["--memory-limit", host.memory_limit, "--death-timeout", f"{host.death_timeout:g}",
              "--local-directory", host.local_directory or f"{rdir}/work", "--host", host.address,
-             # A worker dashboard would listen on a random port: keep to the port plan.
-             "--no-dashboard"]
+             # No worker dashboard; the HTTP server every worker process still runs (health, metrics) gets a
+             # random port that cannot be pinned per process: on loopback only (core/ports.py)
+             "--no-dashboard", "--dashboard-address", f"{LOOPBACK}:0"]
     if c.worker_ports:
         argv += ["--worker-port", str(c.worker_ports)]
     if c.nanny_ports:

@@ -7,6 +7,7 @@ file, the line, the key and the fix. Nothing here touches the network.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class ClusterSettings:
     tls: bool = True
     worker_ports: PortRange | None = None
     nanny_ports: PortRange | None = None
+    lan: tuple[str, ...] = ()  # the household's networks (CIDR); () = the /24s of the hosts' addresses
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class Host:
     connection: str = "ssh"
     os: str = "linux"
     backend: str = "native"
+    supervisor: str = "auto"
+    service_scope: str = "user"
+    nssm: str | None = None
     python: str | None = None
     nworkers: int = 1
     nthreads: int | None = None
@@ -211,6 +216,20 @@ def _seconds(v: Any) -> float:
     return secs
 
 
+def _networks(v: Any) -> tuple[str, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items:
+        raise Bad(f"expected a network or a list of networks, got {shown(v)}", "write it as 192.168.1.0/24")
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(item if isinstance(item, str) else "", strict=False)))
+        except ValueError:
+            raise Bad(f"{shown(item)} is not a network", "write it as an address/prefix, such as 192.168.1.0/24") \
+                from None
+    return tuple(out)
+
+
 def _port_range(v: Any) -> PortRange:
     m = PORT_RANGE_RE.fullmatch(v) if isinstance(v, str) else None
     if not m:
@@ -259,6 +278,8 @@ CLUSTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dashboard": (_choice("private", "lan"), "private: only on the scheduler host's loopback (homecluster "
                   "dashboard tunnels to it over SSH); lan: on the scheduler's address, for everyone on the network"),
     "tls": (_bool, "mutual TLS between this machine, the scheduler and the workers (default true)"),
+    "lan": (_networks, "the household's network(s) the firewall opens the cluster to, such as 192.168.1.0/24 "
+            "(default: the /24 of each host address)"),
     "worker_ports": (_port_range, "fixed range for worker ports (--worker-port), firewall-friendly"),
     "nanny_ports": (_port_range, "fixed range for nanny ports (--nanny-port)"),
 }
@@ -272,6 +293,11 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "connection": (_choice("ssh", "local"), "ssh, or local for this machine without SSH"),
     "os": (_choice("linux", "macos", "windows"), "operating system of the host"),
     "backend": (_backend, "how processes run: native (docker comes later)"),
+    "supervisor": (_choice("auto", "process", "systemd", "launchd", "nssm"),
+                   "what keeps the processes running: auto (the host's service manager where one runs, else "
+                   "homecluster's own supervisor), process, systemd (Linux), launchd (macOS), nssm (Windows)"),
+    "service_scope": (_choice("user", "system"), "systemd/launchd: a user service (default) or a system one"),
+    "nssm": (_str, "path of nssm.exe on a Windows host (default: nssm on its PATH)"),
     "python": (_str, "Python interpreter on the host that has dask installed"),
     "nworkers": (_int(0, MAX_PROCESSES), "worker processes on the host; 0 for none"),
     "nthreads": (_int(1, MAX_PROCESSES), "threads per worker process"),
@@ -520,6 +546,19 @@ def _check_conflicts(reader: _Reader, inv: Inventory) -> None:
         raise reader.fail(("cluster", "nanny_ports"), f"range {c.nanny_ports} overlaps worker_ports "
                           f"{c.worker_ports}", "give workers and nannies separate ranges")
     _check_addresses(reader, inv)
+    _check_supervisors(reader, inv)
+
+
+SUPERVISOR_OS = {"systemd": "linux", "launchd": "macos", "nssm": "windows"}
+
+
+def _check_supervisors(reader: _Reader, inv: Inventory) -> None:
+    for h in inv.hosts.values():
+        needs = SUPERVISOR_OS.get(h.supervisor)
+        if needs and h.os != needs:
+            fits = next(s for s, o in SUPERVISOR_OS.items() if o == h.os)
+            raise reader.fail(("hosts", h.name, "supervisor"), f"{h.supervisor} runs on {needs}, {h.name} is "
+                              f"os: {h.os}", f"use supervisor: {fits}, process or auto")
 
 
 LOOPBACK = ("127.", "localhost", "::1")
