@@ -140,3 +140,21 @@ def test_unreadable_or_unwritable_certificates_are_one_line_errors(store, tmp_pa
     blocked.write_text("a file where the config directory should be\n")
     with pytest.raises(HomeclusterError, match="cannot write the cluster's certificates into .*HOMECLUSTER_CONFIG"):
         CertStore("home", blocked).ensure(parse(INV))
+
+
+def test_doctor_names_missing_and_soon_expiring_certificates(tmp_path, monkeypatch):
+    import datetime
+
+    from homecluster.ops.doctor import check_certificates
+
+    monkeypatch.setenv("HOMECLUSTER_CONFIG", str(tmp_path / "config"))
+    inv = parse(INV)
+    missing = check_certificates(inv)
+    assert len(missing) == 1 and "ca, scheduler" in missing[0].what and missing[0].fix == "homecluster up makes them"
+    CertStore("home").ensure(inv)
+    assert check_certificates(inv) == []
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2 * 365 - 10)
+    soon = check_certificates(inv, now=later)
+    assert {f.what for f in soon} == {"scheduler", "worker-study", "worker-attic", "client"}  # the CA lasts 5 years
+    assert all(f.fix == "homecluster certs rotate, then homecluster up" for f in soon)
+    assert check_certificates(parse(INV.replace("name: home", "name: home, tls: false"))) == []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from homecluster.shell.posix import json_line, shell_path
 from homecluster import scheduler
 from homecluster.transport.group import Group
+from homecluster.errors import HomeclusterError
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import requirement_name
 from homecluster.core.spec import build, interpreter
@@ -211,10 +212,35 @@ class DoctorReport:
         return not any(f.verdict == ERROR for f in self.findings)
 
 
+EXPIRY_WARNING_DAYS = 30
+
+
+def check_certificates(inv: Inventory, now=None) -> list[Finding]:
+    """The cluster's certificates on this machine: missing ones (up makes them), and any that expires soon."""
+    if not inv.cluster.tls:
+        return []
+    import datetime
+
+    from homecluster.security.certs import CertStore
+
+    store = CertStore(inv.cluster.name)
+    missing = store.missing(inv)
+    if missing:
+        return [Finding("certificates", ", ".join(missing), "-", "missing", NOTE, "homecluster up makes them")]
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        infos = store.show()
+    except HomeclusterError as e:
+        return [Finding("certificates", str(store.dir), "-", "unreadable", ERROR, str(e).split("Fix: ")[-1])]
+    soon = now + datetime.timedelta(days=EXPIRY_WARNING_DAYS)
+    return [Finding("certificates", c.name, "-", f"expires {c.not_after:%Y-%m-%d}", ERROR,
+                    "homecluster certs rotate, then homecluster up") for c in infos if c.not_after <= soon]
+
+
 def doctor(inv: Inventory) -> DoctorReport:
     """Run every check; a host's failure is a finding, never an exception."""
     extra = _extra(inv)
     client = client_versions(list(extra))
     findings = check_hosts(inv, client, extra)
     running, more = check_cluster(inv, client, extra)
-    return DoctorReport(findings + more, len(inv.hosts), running)
+    return DoctorReport(findings + more + check_certificates(inv), len(inv.hosts), running)
