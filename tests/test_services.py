@@ -82,8 +82,18 @@ hosts:
 """
 
 
+# The scheduler and a worker on one Windows host, and on one Mac
+SCHEDULERS = """
+cluster: {name: pcs, scheduler: tower}
+hosts:
+  tower: {address: 192.168.9.2, os: windows, python: 'C:/Python312/python.exe'}
+  mac: {address: 192.168.9.3, os: macos, user: root}
+"""
+
+
 def variants():
-    return {"sample": load(SAMPLE), "variants": parse(VARIANTS, "variants.yaml")}
+    return {"sample": load(SAMPLE), "variants": parse(VARIANTS, "variants.yaml"),
+            "schedulers": parse(SCHEDULERS, "schedulers.yaml")}
 
 
 def all_files():
@@ -180,6 +190,12 @@ def test_every_unit_passes_systemd_analyze_verify(scratch_root):
                            capture_output=True, text=True, timeout=60)
         assert (p.returncode, p.stdout + p.stderr) == (0, ""), f"{variant}/{host.name}/{name}:\n{text}"
         unit.unlink()
+    # the validator does find mistakes (warnings with exit code 0, hence: no output at all)
+    unit = scratch_root / "etc/systemd/system" / units[0][2]
+    unit.write_text(units[0][3].replace("Restart=always", "Restart=sometimes"))
+    p = subprocess.run([SYSTEMD_ANALYZE, "verify", f"--root={scratch_root}", "--man=no", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert "sometimes" in p.stdout + p.stderr
 
 
 def test_systemd_unit_settings():
@@ -221,7 +237,7 @@ def test_systemd_exec_words():
 
 def test_every_plist_loads_with_the_keys_launchd_needs():
     plists = [(v, h, f, t) for v, h, f, t in all_files() if f.endswith(".plist")]
-    assert len(plists) == 2
+    assert len(plists) == 3
     for variant, host, name, text in plists:
         data = plistlib.loads(text.encode())
         for key in ("Label", "ProgramArguments", "KeepAlive", "RunAtLoad"):
@@ -229,9 +245,11 @@ def test_every_plist_loads_with_the_keys_launchd_needs():
         assert name == data["Label"] + ".plist"
         assert data["KeepAlive"] is True and data["RunAtLoad"] is True
         assert all(isinstance(a, str) for a in data["ProgramArguments"])
-        assert data["ProgramArguments"][0].startswith("/")
-        assert data["StandardOutPath"] == data["StandardErrorPath"] == data["WorkingDirectory"] + "/worker.log"
-        assert data["EnvironmentVariables"]["HOMECLUSTER_PROCESS"] == f"{'home' if variant == 'sample' else 'attic'}/{host.name}/worker"
+        program = data["ProgramArguments"][0]
+        assert program.startswith("/") or "/" not in program  # absolute, or a bare name launchd finds on PATH
+        role = data["Label"].rsplit(".", 1)[1]
+        assert data["StandardOutPath"] == data["StandardErrorPath"] == data["WorkingDirectory"] + f"/{role}.log"
+        assert data["EnvironmentVariables"]["HOMECLUSTER_PROCESS"].endswith(f"/{host.name}/{role}")
         assert isinstance(data["ThrottleInterval"], int)
         assert "~" not in text  # launchd expands no ~
     mac = plistlib.loads(dict(((v, h.name), t) for v, h, f, t in plists)["sample", "mac-mini"].encode())
@@ -239,6 +257,8 @@ def test_every_plist_loads_with_the_keys_launchd_needs():
     assert mac["Label"] == "org.homecluster.home.worker" and "UserName" not in mac  # an agent: the user's own
     imac = plistlib.loads(dict(((v, h.name), t) for v, h, f, t in plists)["variants", "imac"].encode())
     assert imac["UserName"] == "bob"  # a daemon runs as the host's user
+    root = plistlib.loads(dict(((v, h.name), t) for v, h, f, t in plists)["schedulers", "mac"].encode())
+    assert root["WorkingDirectory"] == "/var/root/.homecluster/pcs/mac"
 
 
 # --- PowerShell (NSSM) --------------------------------------------------------------------------------------
@@ -267,7 +287,7 @@ def syntax_problems(parser, text: str) -> list[str]:
 
 def test_every_powershell_file_parses(powershell):
     scripts = [(v, h, f, t) for v, h, f, t in all_files() if f.endswith(".ps1")]
-    assert len(scripts) == 6
+    assert len(scripts) == 10
     for variant, host, name, text in scripts:
         assert syntax_problems(powershell, text) == [], f"{variant}/{host.name}/{name}"
     # the validator does find mistakes
@@ -382,7 +402,7 @@ def test_nssm_command_lines(powershell):
                 assert all(c[1] == svc for c in calls)
                 run_dir = windows_expected(proc.run_dir).replace("/", "\\")
                 assert sets["AppDirectory"] == [run_dir]
-                assert sets["AppStdout"] == sets["AppStderr"] == [run_dir + "\\worker.log"]
+                assert sets["AppStdout"] == sets["AppStderr"] == [run_dir + f"\\{proc.role}.log"]
                 assert len(sets["AppParameters"]) == 1
                 assert windows_argv(sets["AppParameters"][0]) == [windows_expected(a) for a in proc.argv[1:]]
                 env = [f"HOMECLUSTER_PROCESS={spec.name}/{host}/{proc.role}"] + [

@@ -72,7 +72,7 @@ def memory_max(proc: ProcessSpec, host: Host) -> int | None:
 
 def unit(proc: ProcessSpec, cluster: str, host: Host, home: str = USER_HOME, user: str | None = None) -> str:
     """The unit file text of one process. `home`: what ~ is (%h in a user unit); `user`: User= of a system
-    unit (None: the unit runs as root)."""
+    unit (None or root: no User=), the account to enable lingering for in a user unit's install note."""
     system = host.service_scope == "system"
     rdir, log = path(proc.run_dir, home), path(log_path(proc), home)
     env_lines = [environment_line(k, path(v, home) if env_is_home(v) else specifiers(v))
