@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -476,7 +477,7 @@ def test_templates_are_the_repository_folders():
 
 @pytest.mark.skipif(not os.environ.get("HC_TEST_WHEEL"), reason="builds a wheel (~20 s): set HC_TEST_WHEEL=1")
 def test_the_wheel_carries_the_templates(tmp_path):
-    p = subprocess.run(["pip", "wheel", str(REPO), "--no-deps", "-w", str(tmp_path), "-q"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(tmp_path), "-q"], capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("homecluster-*.whl"))).namelist()
