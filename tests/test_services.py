@@ -423,7 +423,8 @@ def test_nssm_not_found_says_how_to_get_it():
     for host in ("studio-pc", "mini-pc"):
         for text in files[host].values():
             assert "winget install NSSM.NSSM" in text and "set nssm: to the full path of nssm.exe" in text
-    assert "$Nssm = 'C:\\tools\\nssm 2.24\\win64\\nssm.exe'" in files["studio-pc"]["install-homecluster-attic-worker.ps1"]
+    studio = files["studio-pc"]["install-homecluster-attic-worker.ps1"]
+    assert "$Nssm = 'C:\\tools\\nssm 2.24\\win64\\nssm.exe'" in studio
     assert "$Nssm = 'nssm'" in files["mini-pc"]["install-homecluster-attic-worker.ps1"]
 
 
@@ -477,8 +478,8 @@ def test_templates_are_the_repository_folders():
 
 @pytest.mark.skipif(not os.environ.get("HC_TEST_WHEEL"), reason="builds a wheel (~20 s): set HC_TEST_WHEEL=1")
 def test_the_wheel_carries_the_templates(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(tmp_path), "-q"], capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(tmp_path), "-q"],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("homecluster-*.whl"))).namelist()
     for name in (systemd.TEMPLATE, "cluster/launchd/homecluster.plist", nssm.INSTALL, nssm.UNINSTALL, nssm.COMMON,
