@@ -317,11 +317,34 @@ def test_cli_render_prints_and_warns(capsys):
     assert "cluster.worker_ports is not set" in out.err
 
 
-def test_cli_apply_is_not_there_yet_and_unknown_hosts_are_refused(capsys):
-    assert cmd_firewall(load(SAMPLE), _args(action="apply")) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_cli_unknown_hosts_are_refused():
     with pytest.raises(InventoryError):
         cmd_firewall(load(SAMPLE), _args(hosts=["toaster"]))
+
+
+def test_apply_loads_linux_rules_and_names_the_way_for_other_hosts():
+    """The deploy logic of apply against replay runners: a Linux host gets the ruleset copied and loaded, and
+    says what changed; a Mac and a Windows PC are refused with the files to run there."""
+    from homecluster.ops.firewall import apply
+    from homecluster.transport.replay import ReplayRunner
+
+    inv = load(SAMPLE)
+    runners = {}
+
+    def runner(host):
+        runners[host.name] = ReplayRunner(host, {"firewall": "hc-firewall added\n"})
+        return runners[host.name]
+    hosts = [inv.hosts[n] for n in ("laptop", "mac-mini", "gaming-pc")]
+    results = apply(inv, hosts, runners=runner)
+    laptop = results["laptop"].value
+    assert laptop.change == "added" and laptop.table == "inet homecluster_home"
+    assert laptop.describe() == ("laptop: added table inet homecluster_home: TCP worker 9000:9099, nanny 9100:9199 "
+                                 "accepted from 192.168.1.0/24, refused from anywhere else")
+    scripts = runners["laptop"].scripts
+    assert scripts[1].startswith("# copy ") and scripts[1].endswith("to ~/.homecluster/home/laptop/homecluster.nft")
+    assert scripts[2].startswith("# homecluster firewall: load") and "nft -f" in scripts[2]
+    for name in ("mac-mini", "gaming-pc"):
+        assert not results[name].ok and f"homecluster firewall render {name} --out DIR" in results[name].error
 
 
 def test_cli_parser_takes_hosts_and_out():

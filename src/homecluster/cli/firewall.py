@@ -1,5 +1,5 @@
 """`homecluster firewall render [HOST...] [--out DIR]`: the firewall rules of the port plan, one folder per host,
-without touching any host. `firewall apply` comes later."""
+without touching any host. `firewall apply [HOST...]`: load them on Linux hosts over SSH (ops/firewall.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fw = sub.add_parser("firewall", parents=[common], help="firewall rules that open exactly the port plan, to the "
                                                            "household's network only")
     fw.add_argument("action", choices=["render", "apply"],
-                    help="render: write the rules per host (nothing on any host changes); apply: not yet")
+                    help="render: write the rules per host (nothing on any host changes); apply: load the "
+                         "nftables rules on Linux hosts over SSH (root) and say what changed")
     fw.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: all)")
     fw.add_argument("--out", metavar="DIR", help="write DIR/<host>/<file> (default: print every file)")
     fw.set_defaults(func=cmd_firewall)
@@ -26,12 +27,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def cmd_firewall(inv: Inventory, args: argparse.Namespace) -> int:
-    """Render (to --out or stdout) and print the warnings on stderr; 2 for apply, which does not exist yet."""
-    if args.action == "apply":
-        print("error: firewall apply is not available yet. Fix: homecluster firewall render --out DIR, then run "
-              "the files on each host as cluster/firewall/README.md and windows/FIREWALL.md say", file=sys.stderr)
-        return 2
+    """Render (to --out or stdout) or apply; the warnings on stderr. Apply: 1 if any host failed."""
     hosts = inv.select(args.hosts) if args.hosts else list(inv.hosts.values())
+    for w in warnings(inv, hosts):
+        print(f"warning: {w}", file=sys.stderr)
+    if args.action == "apply":
+        return _apply(inv, hosts)
     rendered = render_all(inv, hosts)
     if args.out:
         for line in write(rendered, Path(args.out)):
@@ -40,9 +41,19 @@ def cmd_firewall(inv: Inventory, args: argparse.Namespace) -> int:
         for host, files in rendered.items():
             for name, text in files.items():
                 print(f"# === {host}/{name}\n{text}", end="" if text.endswith("\n") else "\n")
-    for w in warnings(inv, hosts):
-        print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _apply(inv: Inventory, hosts: list) -> int:
+    from homecluster.ops.firewall import apply
+
+    results = apply(inv, [h for h in hosts if not h.is_local])
+    for name, res in results.items():
+        print(res.value.describe() if res.ok else f"{name}: FAILED: {res.error}")
+    for h in hosts:
+        if h.is_local:
+            print(f"{h.name}: connection: local, not changed: run the rendered rules yourself (root)")
+    return 0 if all(r.ok for r in results.values()) else 1
 
 
 def write(rendered: dict[str, dict[str, str]], out: Path) -> list[str]:
