@@ -309,3 +309,12 @@ def test_secret_check_walks_an_aliased_mapping_once():
                                                      for i in range(1, 40)) + ", TOKEN: x}"
     with pytest.raises(InventoryError, match=r"hosts.a.env.TOKEN: looks like a secret"):
         parse(host_a("env: " + laughs), "inv.yaml")
+
+
+def test_managed_environment_interpreter_on_windows_is_scripts_python_exe(tmp_path):
+    (tmp_path / "requirements.txt").write_text("six==1.17.0\n")
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("hosts:\n  pc: {address: 192.168.1.12, os: windows, run_directory: C:/hc}\n"
+                        "environment:\n  packages: requirements.txt\n")
+    inv = load(inv_file)
+    assert interpreter(inv, inv.hosts["pc"]) == "C:/hc/home/pc/env/Scripts/python.exe"

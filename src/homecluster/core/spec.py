@@ -146,8 +146,8 @@ def interpreter(inv: Inventory, host: Host) -> str:
     has an `environment:` section; else this very interpreter for a local host, or python3 over SSH."""
     if host.python:
         return host.python
-    if managed(inv, host):
-        return f"{env_dir(inv, host)}/bin/python"
+    if managed(inv, host):  # a venv: Scripts/python.exe on Windows
+        return f"{env_dir(inv, host)}/{'Scripts/python.exe' if host.os == 'windows' else 'bin/python'}"
     return sys.executable if host.is_local else "python3"
 
 
