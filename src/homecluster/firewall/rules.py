@@ -20,6 +20,7 @@ import shlex
 from homecluster.core import ports
 from homecluster.core.ports import Listen
 from homecluster.core.spec import interpreter
+from homecluster.shell.windows import ps_literal
 from homecluster.inventory import Host, Inventory, PortRange
 from homecluster.services import templates
 from homecluster.shell.posix import shell_path
@@ -204,11 +205,6 @@ def firewalld_script(inv: Inventory, host: Host) -> str:
 
 # --- Windows ------------------------------------------------------------------------------------------------
 
-def _ps(text: str) -> str:
-    """A PowerShell single-quoted string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def group(inv: Inventory) -> str:
     """The Windows firewall rule group of the cluster: how re-running and removing find its rules."""
     return f"homecluster {inv.cluster.name}"
@@ -216,11 +212,11 @@ def group(inv: Inventory) -> str:
 
 def _new_rule(inv: Inventory, e: Listen) -> str:
     span = _span(e.ports, "-")
-    remote = ", ".join(_ps(n) for n in ports.lan_networks(inv))
+    remote = ", ".join(ps_literal(n) for n in ports.lan_networks(inv))
     # -LocalPort quoted: a bare 9000-9099 (and mixed lists) trips PowerShell grammars; the cmdlet takes strings
-    return (f"New-NetFirewallRule -DisplayName {_ps(f'{group(inv)}: {e.what} {span}')} -Group $Group "
-            f"-Description {_ps(f'dask {e.what}, for {e.who}')} -Direction Inbound -Protocol TCP "
-            f"-LocalPort {_ps(span)} -RemoteAddress {remote} -Profile Private -Action Allow | Out-Null")
+    return (f"New-NetFirewallRule -DisplayName {ps_literal(f'{group(inv)}: {e.what} {span}')} -Group $Group "
+            f"-Description {ps_literal(f'dask {e.what}, for {e.who}')} -Direction Inbound -Protocol TCP "
+            f"-LocalPort {ps_literal(span)} -RemoteAddress {remote} -Profile Private -Action Allow | Out-Null")
 
 
 def windows(inv: Inventory, host: Host) -> str:

@@ -17,13 +17,12 @@ from __future__ import annotations
 from homecluster.core.spec import ProcessSpec
 from homecluster.inventory import Host
 from homecluster.services import templates
+# HOME stands for $UserHome until the PowerShell text is made (no inventory value holds a NUL byte)
+from homecluster.shell.windows import HOME, command_line, ps_literal, quote_arg
 from homecluster.services.common import (RESTART_DELAY, ROTATE_BYTES, describe, env_is_home, environment, is_home,
                                          log_path)
 
 INSTALL, UNINSTALL, COMMON = "windows/install-service.ps1", "windows/uninstall-service.ps1", "windows/nssm-common.ps1"
-HOME = "\x00"  # stands for $UserHome until the PowerShell text is made (no inventory value holds a NUL byte)
-_NEEDS_QUOTES = set(' \t\n\v"')
-_PS_QUOTES = "'\u2018\u2019\u201a\u201b"  # PowerShell ends a single-quoted string at any of these
 
 
 def service_name(cluster: str, role: str) -> str:
@@ -45,34 +44,6 @@ def win_path(p: str) -> str:
 def win_arg(a: str) -> str:
     """A command-line argument: only a leading ~ changes (as the process backend expands it on POSIX)."""
     return win_path(a) if is_home(a) else a
-
-
-def quote_arg(arg: str) -> str:
-    """One argument quoted so that CommandLineToArgvW (and the C runtime) gives it back unchanged: inside
-    quotes, backslashes are literal unless a run of them precedes a double quote; then they are doubled, and
-    the quote escaped."""
-    if arg and not _NEEDS_QUOTES.intersection(arg) and HOME not in arg:
-        return arg
-    out, backslashes = ['"'], 0
-    for c in arg:
-        if c == "\\":
-            backslashes += 1
-            continue
-        out.append("\\" * (backslashes * 2 + 1) + '"' if c == '"' else "\\" * backslashes + c)
-        backslashes = 0
-    out.append("\\" * (backslashes * 2) + '"')
-    return "".join(out)
-
-
-def command_line(args: list[str]) -> str:
-    return " ".join(quote_arg(a) for a in args)
-
-
-def ps_literal(text: str) -> str:
-    """A PowerShell single-quoted string: nothing is expanded in it; each kind of single quote is doubled."""
-    for q in _PS_QUOTES:
-        text = text.replace(q, q + q)
-    return f"'{text}'"
 
 
 def ps_expr(text: str) -> str:
