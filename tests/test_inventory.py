@@ -318,3 +318,14 @@ def test_managed_environment_interpreter_on_windows_is_scripts_python_exe(tmp_pa
                         "environment:\n  packages: requirements.txt\n")
     inv = load(inv_file)
     assert interpreter(inv, inv.hosts["pc"]) == "C:/hc/home/pc/env/Scripts/python.exe"
+
+
+def test_an_index_url_with_credentials_is_refused_without_showing_them(tmp_path):
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("hosts:\n  me: {connection: local}\nenvironment:\n  packages: [six]\n"
+                        "  extra_index_urls: ['https://alice:hunter2@pypi.example.org/simple']\n")
+    with pytest.raises(InventoryError) as e:
+        load(inv_file)
+    message = str(e.value)
+    assert "environment.extra_index_urls" in message and "holds credentials" in message and "~/.netrc" in message
+    assert "hunter2" not in message and "alice" not in message and "https://***@pypi.example.org" in message

@@ -80,6 +80,10 @@ def _list(value: Any, key: str, fail: Fail) -> list:
 def _url(value: Any, keypath: tuple, fail: Fail) -> str | None:
     if value is None:
         return None
+    if isinstance(value, str) and re.match(r"https?://[^/@\s]*@", value):  # user:password@ or token@
+        masked = re.sub(r"^(https?://)[^/@\s]*@", r"\1***@", value)
+        raise fail(keypath, f"{masked} holds credentials", "keep secrets out of the inventory: put them in "
+                   "~/.netrc (pip and uv read it) and write the URL without them")
     if not isinstance(value, str) or not re.fullmatch(r"(https?|file)://[^\s\x00]+", value):
         raise fail(keypath, f"{shown(value)} is not an index URL", "write a URL such as https://pypi.org/simple")
     return value
