@@ -72,10 +72,12 @@ def _lock_lines(run_dir: str, command: str) -> list[str]:
     ]
 
 
-def session_script(run_dir: str, cluster: str, host: str, command: str, supervisor: bool) -> str:
+def session_script(run_dir: str, cluster: str, host: str, command: str, supervisor: bool,
+                   probe: str | None = None) -> str:
     """Take the host's lock for the cluster, put the supervisor in place (for a command that starts processes),
     probe, then hold the lock until stdin closes: when the command ends, or its SSH connection drops.
-    (One SSH command instead of three: each costs the login shell's start-up on the host.)"""
+    (One SSH command instead of three: each costs the login shell's start-up on the host.) `probe`: another
+    backend's probe body (it must print the same hc-probe lines)."""
     install = [f"cat > \"$D/{SUPERVISOR}.new\" <<'HC_SUPERVISOR_EOF'", SUPERVISOR_SOURCE.rstrip("\n"),
                "HC_SUPERVISOR_EOF", f'mv -f "$D/{SUPERVISOR}.new" "$D/{SUPERVISOR}" || exit 1'] if supervisor else []
     # where `start` copies the certificates and keys: only this user may enter it
@@ -85,7 +87,7 @@ def session_script(run_dir: str, cluster: str, host: str, command: str, supervis
         *_lock_lines(run_dir, command),
         *install,
         *private,
-        _probe_body(cluster, host),
+        probe if probe is not None else _probe_body(cluster, host),
         "echo hc-locked",
         "read _ || true",
     ])
@@ -268,7 +270,7 @@ class ProcessBackend(Backend):
     @contextmanager
     def session(self, command: str, progress: Progress) -> Iterator[dict[str, ProcessState]]:
         script = session_script(self.run_dir, self.cluster, self.host.name, command,
-                                supervisor=self.supervised and command == "up")
+                                supervisor=self.supervised and command == "up", probe=self.probe_body())
         held = self.runner.hold(script)
         try:
             lines = self._read(held, progress, until="hc-locked")
@@ -304,25 +306,37 @@ class ProcessBackend(Backend):
             raise HostError(f"{self.host.name}: probe failed (exit {exit_code}): {tail}")
         return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
 
+    # What a subclass that keeps the processes another way (systemd.py) renders instead.
+    def probe_body(self) -> str:
+        return _probe_body(self.cluster, self.host.name)
+
+    def start_script(self, proc: ProcessSpec) -> str:
+        return start_script(proc, self.cluster, self.supervised)
+
+    def stop_script(self, role: str, lock_for: str | None = None) -> str:
+        return stop_script(self.run_dir, self.cluster, self.host.name, role, lock_for)
+
     def probe(self) -> dict[str, ProcessState]:
-        r = self.runner.run(probe_script(self.run_dir, self.cluster, self.host.name), timeout=30)
+        script = "\n".join([_header("probe", f"what runs for cluster {self.cluster} on {self.host.name}"),
+                            f"D={shell_path(self.run_dir)}", self.probe_body()])
+        r = self.runner.run(script, timeout=30)
         return self._states(r.stdout, r.exit_code, r.tail())
 
     def start(self, proc: ProcessSpec) -> int | None:
         """Copy the process's certificate and key (into the session's private tls folder), then start it."""
         for local, remote in proc.files:
             self.runner.put_private(Path(local), remote)
-        r = self.runner.run(start_script(proc, self.cluster, self.supervised))
+        r = self.runner.run(self.start_script(proc))
         if not r.ok:
             raise HostError(f"{self.host.name}: starting the {proc.role} failed (exit {r.exit_code}): {r.tail()}")
         return parse_started(r.stdout)
 
     def stop(self, role: str, progress: Progress = lambda s: None) -> Stopped | None:
         if self._locked:  # within this command's session
-            r = self.runner.run(stop_script(self.run_dir, self.cluster, self.host.name, role))
+            r = self.runner.run(self.stop_script(role))
             code, out, tail = r.exit_code, r.stdout, r.tail()
         else:  # takes the lock itself, and says so while it waits
-            held = self.runner.hold(stop_script(self.run_dir, self.cluster, self.host.name, role, lock_for="down"))
+            held = self.runner.hold(self.stop_script(role, lock_for="down"))
             out = "\n".join(self._read(held, progress))
             code, tail = held.release(), held.tail()
         if code:
