@@ -269,3 +269,77 @@ def test_nspawn_that_cannot_start_is_unavailable_and_leaves_nothing(tmp_path):
     assert isinstance(exc, SystemdHostUnavailable), exc
     assert "nonexistent-hc-sysd" in str(exc)  # nspawn's own message, from its log
     _nothing_left(host)
+
+
+def _status(inv: Path) -> dict:
+    import json
+
+    p = subprocess.run([sys.executable, "-m", "homecluster", "status", "--json", "-i", str(inv)],
+                       capture_output=True, text=True, timeout=120)
+    return json.loads(p.stdout)
+
+
+def _hc(*args: str, inv: Path) -> subprocess.CompletedProcess:
+    command, *rest = args
+    return subprocess.run([sys.executable, "-m", "homecluster", command, "-i", str(inv), *rest],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_up_with_supervisor_systemd_runs_units_that_come_back_after_kill_9(systemd_host, sysd_shared):
+    """The systemd backend for real (issue 12): `up` makes the scheduler and the worker root's user units over
+    SSH; kill -9 of the worker's main process from outside is undone by Restart=always (the worker registers
+    again, status counts the restart); a second up changes nothing; down removes the units and leaves nothing."""
+    import yaml
+
+    from homecluster import connect
+
+    h, run = systemd_host, sysd_shared / "run"
+    inv = sysd_shared / "inventory.yaml"
+    inv.write_text(yaml.safe_dump({
+        "cluster": {"name": "sysd", "scheduler_port": 8894, "dashboard_port": 8895,
+                    "worker_ports": "9340:9349", "nanny_ports": "9350:9359"},
+        "hosts": {"box": {"address": h.address, "user": "root", "ssh_key": str(h.client_key),
+                          "known_hosts": str(h.known_hosts), "python": sys.executable, "supervisor": "systemd",
+                          "nworkers": 1, "nthreads": 1, "memory_limit": "1GB", "death_timeout": 30,
+                          "run_directory": str(run)}}}, sort_keys=False))
+    unit = "homecluster-sysd-worker.service"
+
+    def main_pid() -> int:
+        p = h.run(["systemctl", "--user", "show", "-p", "MainPID", "--value", unit], check=True)
+        return int(p.stdout.strip())
+
+    try:
+        up = _hc("up", inv=inv)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "start scheduler, start worker" in up.stdout
+        assert h.run(["systemctl", "--user", "is-enabled", unit]).stdout.strip() == "enabled"
+        with connect(str(inv)) as client:
+            assert [w["name"] for w in client.scheduler_info()["workers"].values()] == ["box"]
+            assert client.submit(pow, 2, 5).result() == 32
+        first = main_pid()
+        os.kill(h.pid_in_root(first), signal.SIGKILL)
+        deadline, again = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            st = _status(inv)
+            box = st["hosts"][0]
+            if main_pid() not in (0, first) and [w["name"] for w in st["workers"]] == ["box"]:
+                again = box
+                break
+            time.sleep(0.5)
+        assert again is not None, f"the worker did not come back: {st}"
+        assert again["supervision"]["worker"]["restarts"] == 1 and "worker running (restarts 1)" in again["state"]
+        noop = _hc("up", inv=inv)
+        assert noop.returncode == 0 and "nothing changed" in noop.stdout, noop.stdout + noop.stderr
+    finally:
+        down = _hc("down", inv=inv)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert h.run(["systemctl", "--user", "cat", unit]).returncode != 0  # the unit is gone
+    left = [p for p in h.processes() if b"HOMECLUSTER_PROCESS=sysd/" in _environ(p)]
+    assert left == [], left
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
