@@ -41,8 +41,7 @@ def dashboard_url(inv: Inventory) -> Iterator[str]:
     remote, local = inv.cluster.dashboard_port, free_port(inv.cluster.dashboard_port)
     runner = runner_for(inv.scheduler_host)
     try:
-        runner.open()  # strict host-key checking, one-line errors
-        with runner.conn.forward_local(local, remote_port=remote, remote_host=LOOPBACK, local_host=LOOPBACK):
+        with runner.tunnel(local, LOOPBACK, remote):
             yield f"http://{LOOPBACK}:{local}/status"
     finally:
         runner.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import paramiko
 from fabric import Connection
@@ -129,6 +131,14 @@ class SSHRunner:
             self.conn.put(str(local), remote)
         except Exception as e:  # noqa: BLE001 - a failed transfer is this host's failure
             raise HostError(f"{self.host.name}: copying {local.name} to {remote} failed: {e}") from None
+
+    @contextmanager
+    def tunnel(self, local_port: int, address: str, port: int) -> Iterator[None]:
+        """Forward this machine's 127.0.0.1:local_port to address:port as the host sees it (`ssh -L`) while the
+        block runs; one connection per client, over this runner's SSH connection (strict host keys)."""
+        self.open()
+        with self.conn.forward_local(local_port, remote_port=port, remote_host=address, local_host="127.0.0.1"):
+            yield
 
     def connect_to(self, address: str, port: int):
         """A socket-like channel to address:port as the host sees it (its loopback too), like `ssh -L`."""
