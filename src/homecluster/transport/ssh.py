@@ -13,6 +13,7 @@ from typing import Iterator
 
 import paramiko
 from fabric import Connection
+from invoke.exceptions import ThreadException
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from homecluster.shell.posix import wrap
@@ -137,8 +138,15 @@ class SSHRunner:
         """Forward this machine's 127.0.0.1:local_port to address:port as the host sees it (`ssh -L`) while the
         block runs; one connection per client, over this runner's SSH connection (strict host keys)."""
         self.open()
-        with self.conn.forward_local(local_port, remote_port=port, remote_host=address, local_host="127.0.0.1"):
-            yield
+        done = False
+        try:
+            with self.conn.forward_local(local_port, remote_port=port, remote_host=address, local_host="127.0.0.1"):
+                yield
+                done = True
+        except (ThreadException, OSError, paramiko.SSHException):
+            if not done:
+                raise
+            # else: a forwarded connection (a browser's) broke as the tunnel closed; Fabric re-raises that then
 
     def connect_to(self, address: str, port: int):
         """A socket-like channel to address:port as the host sees it (its loopback too), like `ssh -L`."""
