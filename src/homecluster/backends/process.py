@@ -144,11 +144,12 @@ def _probe_body(cluster: str, host: str) -> str:
     ])
 
 
-def probe_script(run_dir: str, cluster: str, host: str) -> str:
+def probe_script(run_dir: str, cluster: str, host: str, body: str | None = None) -> str:
     """Report the host's clock and, for every role: supervisor pid, whether it is ours and alive, the fingerprint
-    it was started with, and the supervisor's state (restarts, last exit). Takes no lock (status)."""
+    it was started with, and the supervisor's state (restarts, last exit). Takes no lock (status). `body`:
+    another backend's probe body (the same hc-probe lines)."""
     return "\n".join([_header("probe", f"what runs for cluster {cluster} on {host}"), f"D={shell_path(run_dir)}",
-                      _probe_body(cluster, host)])
+                      body if body is not None else _probe_body(cluster, host)])
 
 
 def stop_script(run_dir: str, cluster: str, host: str, role: str, lock_for: str | None = None) -> str:
@@ -317,9 +318,7 @@ class ProcessBackend(Backend):
         return stop_script(self.run_dir, self.cluster, self.host.name, role, lock_for)
 
     def probe(self) -> dict[str, ProcessState]:
-        script = "\n".join([_header("probe", f"what runs for cluster {self.cluster} on {self.host.name}"),
-                            f"D={shell_path(self.run_dir)}", self.probe_body()])
-        r = self.runner.run(script, timeout=30)
+        r = self.runner.run(probe_script(self.run_dir, self.cluster, self.host.name, self.probe_body()), timeout=30)
         return self._states(r.stdout, r.exit_code, r.tail())
 
     def start(self, proc: ProcessSpec) -> int | None:

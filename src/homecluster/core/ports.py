@@ -44,7 +44,7 @@ class Listen:
 def host_plan(inv: Inventory, host: Host) -> list[Listen]:
     """What listens on one host: the scheduler and dashboard on the scheduler's host, workers and nannies on
     hosts with workers."""
-    c, out, lan = inv.cluster, [], not _loopback(host.address)
+    c, out, lan = inv.cluster, [], not is_loopback(host.address)
     if host.name == inv.scheduler_host.name:
         out.append(Listen("scheduler", host.address, c.scheduler_port, lan, "workers and this machine"))
         dash = dashboard_address(inv)
@@ -60,7 +60,8 @@ def host_plan(inv: Inventory, host: Host) -> list[Listen]:
     return out
 
 
-def _loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
+    """Whether an address (or `localhost`) is this host's loopback: reached by nobody else."""
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:

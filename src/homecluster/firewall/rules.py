@@ -30,16 +30,9 @@ EXAMPLE_RANGES = {"worker": "9000:9099", "nanny": "9100:9199"}
 
 # --- what a host opens --------------------------------------------------------------------------------------
 
-def _loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
 def opened(inv: Inventory, host: Host) -> list[Listen]:
     """The plan's entries of a host that the network reaches (pinned or not)."""
-    return [e for e in ports.host_plan(inv, host) if e.lan and not _loopback(e.address)]
+    return [e for e in ports.host_plan(inv, host) if e.lan and not ports.is_loopback(e.address)]
 
 
 def _pinned(inv: Inventory, host: Host) -> list[Listen]:
