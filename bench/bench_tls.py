@@ -58,9 +58,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import (BenchError, Household, build_household, compile_sources, fmt_stat, goal, machine_counters,
-                    machine_load, note_error, parse_args, print_errors, ratio, run_checked, run_cli, run_config,
-                    skipped, stats, write_json)
+from common import (BenchError, Household, build_household, compile_sources, dask_processes, fmt_stat, goal,
+                    machine_counters, machine_load, note_error, parse_args, print_errors, ratio, run_checked, run_cli,
+                    run_config, skipped, stats, write_json)
 
 PREFIX, SUBNET = "hbt", "10.213.75"
 NAMES = ("desktop", "study", "attic")  # host 1 = both schedulers, hosts 2 and 3 = one worker of each cluster
@@ -109,21 +109,6 @@ def deadline(seconds: float, what: str):
 
 
 # --- processes on the simulated hosts (as bench_up does it) ------------------------------------------------
-
-def _is_sshd(cmdline: str) -> bool:
-    """The listening sshd (/usr/sbin/sshd -f ...) and its session processes (sshd: root@notty)."""
-    return cmdline.startswith("sshd") or cmdline.split(" ", 1)[0].endswith("/sshd")
-
-
-def dask_processes(hh: Household) -> dict[str, list[tuple[int, str]]]:
-    """Per host, every process in its namespace except sshd (schedulers, workers, nanny children, supervisors)."""
-    found = {}
-    for host in hh.hosts:
-        procs = [(pid, cmd) for pid, cmd in hh.processes(host.name) if not _is_sshd(cmd)]
-        if procs:
-            found[host.name] = procs
-    return found
-
 
 def wait_gone(hh: Household, grace: float = GONE_GRACE) -> tuple[float | None, dict]:
     """Poll until no dask process is left on any host: (seconds it took, or None; what was left and killed)."""

@@ -45,7 +45,7 @@ from pathlib import Path
 from common import (CLI, BenchError, Household, baseline, build_household, cli_start_baseline, fmt, fmt_stat, goal,
                     note_error, parse_args, print_errors, ratio, run_checked, run_cli, run_config, skipped, stats,
                     write_json)
-from common import compile_sources
+from common import compile_sources, dask_processes
 
 PREFIX, SUBNET = "hb", "10.213.59"
 NAMES = ("desktop", "study", "attic")  # host 1 = scheduler, hosts 2 and 3 = one worker each
@@ -86,25 +86,6 @@ cluster.close()
 
 
 # --- processes on the simulated hosts ----------------------------------------------------------------------
-
-def _is_sshd(cmdline: str) -> bool:
-    """The listening sshd (/usr/sbin/sshd -f ...) and its session processes (sshd: root@notty)."""
-    return cmdline.startswith("sshd") or cmdline.split(" ", 1)[0].endswith("/sshd")
-
-
-def dask_processes(hh: Household) -> dict[str, list[tuple[int, str]]]:
-    """Per host, every process in its namespace except sshd: dask schedulers, workers, nanny children.
-
-    Matching on `distributed.cli` alone would miss the nanny's worker child (a multiprocessing spawn child whose
-    command line does not name distributed), so anything that is not sshd counts.
-    """
-    found = {}
-    for host in hh.hosts:
-        procs = [(pid, cmd) for pid, cmd in hh.processes(host.name) if not _is_sshd(cmd)]
-        if procs:
-            found[host.name] = procs
-    return found
-
 
 def kill_processes(found: dict[str, list[tuple[int, str]]]) -> None:
     """SIGTERM, then SIGKILL after 3 s, the given pids (processes this benchmark caused to be started)."""

@@ -382,3 +382,24 @@ def write_json(path: str, data: dict) -> None:
     """Write the figures as JSON to path and say so."""
     Path(path).write_text(json.dumps(data, indent=2, default=str))
     print(f"\nwrote {path}")
+
+
+# --- processes on the simulated hosts ----------------------------------------------------------------------
+
+def _is_sshd(cmdline: str) -> bool:
+    """The listening sshd (/usr/sbin/sshd -f ...) and its session processes (sshd: root@notty)."""
+    return cmdline.startswith("sshd") or cmdline.split(" ", 1)[0].endswith("/sshd")
+
+
+def dask_processes(hh: Household) -> dict[str, list[tuple[int, str]]]:
+    """Per host, every process in its namespace except sshd: dask schedulers, workers, nanny children.
+
+    Matching on `distributed.cli` alone would miss the nanny's worker child (a multiprocessing spawn child whose
+    command line does not name distributed), so anything that is not sshd counts.
+    """
+    found = {}
+    for host in hh.hosts:
+        procs = [(pid, cmd) for pid, cmd in hh.processes(host.name) if not _is_sshd(cmd)]
+        if procs:
+            found[host.name] = procs
+    return found
