@@ -332,10 +332,13 @@ class FreshMachine:
         """Copy `files` (paths relative to `source`) to `destination` inside the machine; returns the host path."""
         target = self.root / destination.lstrip("/")
         for name in files:
-            src = Path(source) / name
+            src, dst = Path(source) / name, target / name
+            if src.is_symlink():  # as git checks it out (src/homecluster/templates/* point at the top-level folders)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(os.readlink(src))
+                continue
             if not src.is_file():
                 continue
-            dst = target / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
         return target

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 
 from homecluster.backends import backend_for
+from homecluster.backends.auto import AutoBackend
 from homecluster.backends.process import ProcessBackend, parse_probe
 from homecluster.backends.systemd import SystemdBackend
 from homecluster.core.spec import build
@@ -22,6 +23,7 @@ hosts:
   desktop: {address: 10.0.0.10, nworkers: 0, supervisor: systemd}
   study: {address: 10.0.0.11, supervisor: systemd, service_scope: system, user: root}
   attic: {address: 10.0.0.12}
+  shed: {address: 10.0.0.13, supervisor: process}
 """
 
 
@@ -33,7 +35,9 @@ def test_supervisor_key_picks_the_backend():
     inv = parse(INV)
     assert type(backend(inv, "desktop")) is SystemdBackend and backend(inv, "desktop").systemctl == "systemctl --user"
     assert backend(inv, "study").systemctl == "systemctl"
-    assert type(backend(inv, "attic")) is ProcessBackend
+    auto = backend(inv, "attic")
+    assert type(auto) is AutoBackend and type(auto.service) is SystemdBackend
+    assert type(backend(inv, "shed")) is ProcessBackend
 
 
 def test_start_script_writes_the_rendered_unit_and_every_script_is_sh():
@@ -46,7 +50,7 @@ def test_start_script_writes_the_rendered_unit_and_every_script_is_sh():
         script = b.start_script(proc)
         home = {} if inv.hosts[proc.host].service_scope == "user" else {"home": "/root", "user": "root"}
         assert units.unit(proc, "home", inv.hosts[proc.host], **home).rstrip("\n") in script
-        assert f"restart {units.unit_name('home', proc.role)}" in script
+        assert f"start {units.unit_name('home', proc.role)}" in script
         for text in (script, b.stop_script(proc.role), b.stop_script(proc.role, lock_for="down"), b.probe_body()):
             p = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr + text

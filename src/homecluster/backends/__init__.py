@@ -1,7 +1,9 @@
 """How a Dask process is kept running on a host: one small class per way, behind `base.Backend`.
 
 process.py: supervised POSIX processes (supervisor.py is the supervisor, copied to hosts as text).
-systemd.py: systemd units (`supervisor: systemd`). launchd, NSSM and Docker backends plug in here."""
+service.py: what the service-manager backends share; systemd.py (Linux) and launchd.py (macOS) are two.
+auto.py: `supervisor: auto`, the service manager where it can be used on the host, else the process backend.
+NSSM (Windows) and Docker plug in here."""
 
 from __future__ import annotations
 
@@ -11,11 +13,22 @@ from homecluster.core.spec import run_dir
 from homecluster.inventory import Host, Inventory
 
 
-def backend_for(inv: Inventory, host: Host, runner) -> Backend:
-    """The backend that keeps `inv`'s processes on `host`, running its scripts through `runner`. `supervisor:
-    auto` is homecluster's own supervisor until auto-detection of the host's service manager lands."""
-    if host.supervisor == "systemd":
-        from homecluster.backends.systemd import SystemdBackend  # the unit renderer loads only for its hosts
+def service_backend(inv: Inventory, host: Host, runner):
+    """The backend of the host OS's service manager (systemd on Linux, launchd on macOS)."""
+    if host.os == "macos":
+        from homecluster.backends.launchd import LaunchdBackend as cls
+    else:
+        from homecluster.backends.systemd import SystemdBackend as cls  # the unit renderer loads only when needed
+    return cls(runner, host, inv.cluster.name, run_dir(inv, host))
 
-        return SystemdBackend(runner, host, inv.cluster.name, run_dir(inv, host))
-    return ProcessBackend(runner, host, inv.cluster.name, run_dir(inv, host))
+
+def backend_for(inv: Inventory, host: Host, runner) -> Backend:
+    """The backend that keeps `inv`'s processes on `host` (its `supervisor:` key), running its scripts through
+    `runner`."""
+    if host.supervisor == "process":
+        return ProcessBackend(runner, host, inv.cluster.name, run_dir(inv, host))
+    if host.supervisor in ("systemd", "launchd"):
+        return service_backend(inv, host, runner)
+    from homecluster.backends.auto import AutoBackend
+
+    return AutoBackend(runner, host, inv.cluster.name, run_dir(inv, host), service_backend(inv, host, runner))

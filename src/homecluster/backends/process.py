@@ -106,8 +106,30 @@ def _launcher(proc: ProcessSpec, supervised: bool) -> str:
                      "--state", f'"$D/{role}.state"', "--pidfile", f'"$D/{role}.pid"', "--"])
 
 
+def _other_managers(cluster: str, role: str) -> list[str]:
+    """Take the role's systemd unit or launchd job down if one is left (supervisor: systemd or auto before, on
+    this host): it would start the role again next to ours."""
+    from homecluster.services import launchd, systemd  # (they import this module's marker)
+
+    unit, job = systemd.unit_name(cluster, role), launchd.label(cluster, role)
+    return [
+        'for u in "$HOME/.config/systemd/user" /etc/systemd/system; do',
+        f'  [ -f "$u/{unit}" ] || continue',
+        '  c=systemctl; [ "$u" = /etc/systemd/system ] || c="systemctl --user"',
+        f'  $c disable --now {unit} >/dev/null 2>&1; rm -f "$u/{unit}"; $c daemon-reload 2>/dev/null',
+        f'  echo "hc-swept {role} unit $u/{unit}"',
+        "done",
+        'for u in "$HOME/Library/LaunchAgents" /Library/LaunchDaemons; do',
+        f'  [ -f "$u/{job}.plist" ] || continue',
+        f'  d=system; [ "$u" = /Library/LaunchDaemons ] || d="gui/$(id -u)"; launchctl bootout "$d/{job}" 2>/dev/null',
+        f'  rm -f "$u/{job}.plist"; echo "hc-swept {role} job $u/{job}.plist"',
+        "done",
+    ]
+
+
 def start_script(proc: ProcessSpec, cluster: str, supervised: bool = True) -> str:
-    """Start one process under the supervisor, detached; first kill leftovers of the role (a torn `up`)."""
+    """Start one process under the supervisor, detached; first take down leftovers of the role (a torn `up`, a
+    service manager's unit)."""
     py, role = proc.argv[0], proc.role
     mark = marker(cluster, proc.host, role)
     missing = f"no Python interpreter at {py} on this host. Fix: homecluster setup, or set python: for it"
@@ -118,6 +140,7 @@ def start_script(proc: ProcessSpec, cluster: str, supervised: bool = True) -> st
         'mkdir -p "$D" || exit 1',
         'cd "$D" || exit 1',
         f"command -v {shell_path(py)} >/dev/null 2>&1 || {{ echo {shlex.quote(missing)} >&2; exit 127; }}",
+        *_other_managers(cluster, role),
         f"left=$(hc_marked {shlex.quote(mark)})",
         f'[ -z "$left" ] || {{ kill -KILL $left 2>/dev/null; echo "hc-swept {role}" $left; }}',
         f"[ -f {role}.log ] && mv {role}.log {role}.log.1",

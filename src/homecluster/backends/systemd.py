@@ -5,15 +5,19 @@ unit (root over SSH).
 
 The lock, the run directory, the log (`<role>.log`, appended by the unit), the fingerprint file and the ownership
 marker are the process backend's (this class is one, with other scripts): `up`, `down`, `status` and `logs` do
-not see a difference. A probe reads the unit's MainPID, state and NRestarts.
+not see a difference. A probe reads the unit's MainPID, state and NRestarts; it first checks that systemd can be
+used here (`usable_check`): PID 1 is systemd, and a user manager answers (user units) or we are root (system
+units). With `supervisor: systemd` a host where it cannot is an error that says why; `supervisor: auto`
+(backends/auto.py) runs homecluster's own supervisor there instead.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from homecluster.backends.process import ROLES, ProcessBackend, _FUNCTIONS, _header, _lock_lines, marker
+from homecluster.backends.process import ROLES, _FUNCTIONS, _header, _lock_lines, marker
 from homecluster.core.spec import TLS_DIR, ProcessSpec
+from homecluster.backends.service import ServiceBackend
 from homecluster.services import systemd as units
 from homecluster.services.render import home_of, user_of
 from homecluster.shell.posix import shell_path
@@ -21,10 +25,10 @@ from homecluster.shell.posix import shell_path
 ACTIVE = "active|activating|reloading|deactivating"
 
 
-class SystemdBackend(ProcessBackend):
+class SystemdBackend(ServiceBackend):
     """Dask processes as systemd units on a Linux host."""
 
-    supervised = False  # systemd is the supervisor: no hc-supervise.py in the run directory
+    manager = "systemd"
 
     @property
     def systemctl(self) -> str:
@@ -33,7 +37,16 @@ class SystemdBackend(ProcessBackend):
     def unit(self, role: str) -> str:
         return units.unit_name(self.cluster, role)
 
-    def probe_body(self) -> str:
+    def usable_check(self) -> str:
+        if self.host.service_scope == "user":
+            other = ('elif ! systemctl --user show-environment >/dev/null 2>&1; then hc_why="no systemd user manager '
+                     'answers for $(id -un) in this session (XDG_RUNTIME_DIR is ${XDG_RUNTIME_DIR:-unset})"')
+        else:
+            other = 'elif [ "$(id -u)" != 0 ]; then hc_why="system units need root, and $(id -un) is not"'
+        return "\n".join(["hc_why=", 'if [ ! -d /run/systemd/system ]; then hc_why="PID 1 is not systemd"', other,
+                          "fi"])
+
+    def service_probe_body(self) -> str:
         """For every role: the unit's MainPID, whether it is active (or restarting), the fingerprint it was
         started with, and its restarts, in the process backend's hc-probe/hc-state lines."""
         return "\n".join([
@@ -59,7 +72,9 @@ class SystemdBackend(ProcessBackend):
         if self.host.service_scope == "user":
             text = units.unit(proc, self.cluster, self.host)
         else:
-            text = units.unit(proc, self.cluster, self.host, home=home_of(self.host), user=user_of(self.host))
+            text = units.unit(proc, self.cluster, self.host, home=self.home or home_of(self.host),
+                              user=user_of(self.host))
+        mark = shlex.quote(marker(self.cluster, proc.host, role))
         linger = ['loginctl enable-linger "$(id -un)" 2>/dev/null || echo "hc-note no lingering: the unit '
                   'starts at the next login, not at boot"'] if self.host.service_scope == "user" else []
         missing = f"no Python interpreter at {proc.argv[0]} on this host. Fix: homecluster setup, or set python: for it"
@@ -74,11 +89,15 @@ class SystemdBackend(ProcessBackend):
             text.rstrip("\n"),
             "HC_UNIT_EOF",
             f'mv -f "$U/{name}.new" "$U/{name}" || exit 1',
+            f"{sctl} daemon-reload || exit 1",
+            f"{sctl} stop {name} 2>/dev/null",
+            _FUNCTIONS,  # what still runs of the role now is not the unit's: a torn up, the process supervisor's
+            f"left=$(hc_marked {mark})",
+            f'[ -z "$left" ] || {{ kill -KILL $left 2>/dev/null; echo "hc-swept {role}" $left; }}',
             f"[ -f {role}.log ] && mv {role}.log {role}.log.1",
             f"echo {proc.fingerprint} > {role}.spec",
-            f"{sctl} daemon-reload || exit 1",
             f"{sctl} enable {name} >/dev/null 2>&1 || exit 1",
-            f"{sctl} restart {name} || exit 1",
+            f"{sctl} start {name} || exit 1",
             *linger,
             f'echo "hc-started {role} $({sctl} show -p MainPID --value {name})"',
         ])

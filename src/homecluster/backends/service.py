@@ -1,0 +1,56 @@
+"""What the service-manager backends share (systemd.py, launchd.py): a probe that first says whether the manager
+can be used on the host, and the host's home directory (for files that must name it).
+
+A service backend is a process backend with other scripts: the run directory, lock, logs, fingerprint files and
+ownership marker stay the process backend's, so `up`, `down`, `status` and `logs` do not see a difference.
+"""
+
+from __future__ import annotations
+
+from homecluster.backends.process import ProcessBackend
+from homecluster.errors import HostError
+
+
+class ServiceBackend(ProcessBackend):
+    """A backend whose processes a service manager keeps (systemd, launchd): its probe says first whether that
+    manager can be used on the host (`hc-manager NAME`, or `hc-manager process WHY`)."""
+
+    supervised = False  # the service manager is the supervisor: no hc-supervise.py in the run directory
+    manager = ""  # its name in hc-manager lines and in messages
+
+    def __init__(self, runner, host, cluster: str, run_dir: str):
+        super().__init__(runner, host, cluster, run_dir)
+        self.home: str | None = None  # $HOME on the host, from the last probe
+
+    def usable_check(self) -> str:
+        """sh lines that leave why the manager cannot be used here in $hc_why (empty when it can)."""
+        raise NotImplementedError
+
+    def service_probe_body(self) -> str:
+        """The probe's hc-probe lines, read from the service manager."""
+        raise NotImplementedError
+
+    def probe_body(self) -> str:
+        return "\n".join([self.usable_check(), 'if [ -z "$hc_why" ]; then', f'  echo "hc-manager {self.manager}"',
+                          '  echo "hc-home $HOME"', self.service_probe_body(), "else",
+                          '  echo "hc-manager process $hc_why"; echo hc-probe-done', "fi"])
+
+    def _states(self, output: str, exit_code: int, tail: str):
+        found, why, self.home = parse_manager(output)
+        if found == "process":
+            raise HostError(f"{self.host.name}: supervisor: {self.manager}, but {why}. Fix: set supervisor: auto "
+                            f"for {self.host.name} (homecluster's own supervisor where {self.manager} cannot "
+                            "be used), or see homecluster service status")
+        return super()._states(output, exit_code, tail)
+
+
+def parse_manager(output: str) -> tuple[str | None, str, str | None]:
+    """From a probe's output: the manager that keeps the processes (`systemd`, `launchd`, `process`; None when
+    the probe did not say), why a service manager is not used, and the host's $HOME."""
+    found, why, home = None, "", None
+    for line in output.splitlines():
+        if line.startswith("hc-manager "):
+            found, _, why = line[11:].partition(" ")
+        elif line.startswith("hc-home "):
+            home = line[8:].strip() or None
+    return found, why.strip(), home
