@@ -18,6 +18,7 @@ from homecluster.cli.firewall import cmd_firewall
 from homecluster.errors import InventoryError
 from homecluster.firewall import firewalld, nftables, render_all, render_host, ufw, warnings, windows
 from homecluster.inventory import load, parse
+from validators import powershell_errors
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLE = GOLDEN / "sample-inventory.yaml"
@@ -178,32 +179,13 @@ def test_firewalld_rich_rules_pass_firewalld_parser():
     assert bad.returncode != 0  # the parser refuses ufw's range syntax: it does check
 
 
-def _powershell_errors(source: str) -> list[str]:
-    try:
-        import tree_sitter as ts
-        import tree_sitter_powershell as tsp
-    except ImportError:
-        need(False, "the PowerShell grammar is missing (pip install tree-sitter tree-sitter-powershell)")
-    parser = ts.Parser(ts.Language(tsp.language()))
-    data = source.encode()
-    tree, bad, stack = parser.parse(data), [], []
-    stack.append(tree.root_node)
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            bad.append(f"{node.type} at line {node.start_point[0] + 1}: "
-                       f"{data.splitlines()[node.start_point[0]].decode()!r}")
-        stack.extend(node.children)
-    return bad
-
-
 def test_powershell_files_parse():
     checked = 0
     for label, inv in variants().items():
         for h in inv.hosts.values():
             for name, text in render_host(inv, h).items():
                 if name.endswith(".ps1"):
-                    assert _powershell_errors(text) == [], f"{label}/{h.name}/{name}"
+                    assert powershell_errors(text) == [], f"{label}/{h.name}/{name}"
                     assert text.isascii(), f"{label}/{h.name}/{name}: Windows PowerShell 5.1 reads BOM-less files " \
                                            "as ANSI: keep them ASCII"
                     checked += 1
@@ -212,7 +194,7 @@ def test_powershell_files_parse():
 
 def test_powershell_grammar_catches_the_known_trap():
     """The validator itself: an unquoted mixed list is an error node (why the renderer quotes -LocalPort)."""
-    assert _powershell_errors("New-NetFirewallRule -LocalPort 9000-9099,9100-9199 -Action Allow\n")
+    assert powershell_errors("New-NetFirewallRule -LocalPort 9000-9099,9100-9199 -Action Allow\n")
 
 
 # --- what opens, and to whom --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from homecluster.errors import InventoryError
 from homecluster.inventory import load, parse
 from homecluster.services import nssm, systemd, templates
 from homecluster.services.render import render_all, render_host, supervisor
+from validators import powershell_errors
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLE = GOLDEN / "sample-inventory.yaml"
@@ -264,35 +265,13 @@ def test_every_plist_loads_with_the_keys_launchd_needs():
 
 # --- PowerShell (NSSM) --------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def powershell():
-    try:
-        import tree_sitter
-        import tree_sitter_powershell
-    except ImportError as e:
-        need(False, f"the PowerShell grammar is not installed ({e}): pip install tree-sitter tree-sitter-powershell")
-    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
-
-
-def syntax_problems(parser, text: str) -> list[str]:
-    tree = parser.parse(text.encode("utf-8"))
-    problems, stack = [], [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            problems.append(f"line {node.start_point[0] + 1}: {'missing ' if node.is_missing else ''}{node.type} "
-                            f"{text.encode()[node.start_byte:node.end_byte][:80]!r}")
-        stack.extend(node.children)
-    return problems
-
-
-def test_every_powershell_file_parses(powershell):
+def test_every_powershell_file_parses():
     scripts = [(v, h, f, t) for v, h, f, t in all_files() if f.endswith(".ps1")]
     assert len(scripts) == 10
     for variant, host, name, text in scripts:
-        assert syntax_problems(powershell, text) == [], f"{variant}/{host.name}/{name}"
+        assert powershell_errors(text) == [], f"{variant}/{host.name}/{name}"
     # the validator does find mistakes
-    assert syntax_problems(powershell, "Set-Nssm 'AppDirectory' ('\"' + $UserHome + '\\x\"'\n")
+    assert powershell_errors("Set-Nssm 'AppDirectory' ('\"' + $UserHome + '\\x\"'\n")
 
 
 PS_QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -383,7 +362,7 @@ def windows_expected(value: str) -> str:
     return value
 
 
-def test_nssm_command_lines(powershell):
+def test_nssm_command_lines():
     """Each nssm call, taken apart as nssm.exe would: documented commands and parameters, and the dask
     command line (AppParameters) and environment exactly the spec's."""
     for name, inv in variants().items():
@@ -447,9 +426,9 @@ def test_powershell_literals_round_trip(text):
     assert ps_eval(nssm.ps_expr(text), {"UserHome": TEST_HOME}) == text.replace(nssm.HOME, TEST_HOME)
 
 
-def test_powershell_literals_parse(powershell):
+def test_powershell_literals_parse():
     text = "it's ‘quoted’ ‚low‛ $HOME `n \"x\"" + nssm.HOME + "\\end"
-    assert syntax_problems(powershell, f"$x = {nssm.ps_expr(text)}\n") == []
+    assert powershell_errors(f"$x = {nssm.ps_expr(text)}\n") == []
 
 
 # --- the renderer and the templates -------------------------------------------------------------------------

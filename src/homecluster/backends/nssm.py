@@ -136,9 +136,8 @@ def _run_rendered(name: str, text: str, what: str) -> list[str]:
     PowerShell 5.1 reads a file without one in the ANSI code page), and run it: its `exit` ends it, not this
     script, and what it throws becomes an hc-error line."""
     text = text.lstrip("\ufeff").rstrip("\n")
-    if re.search(r"^'@", text, re.M):  # it would end the here-string (a value with a line break in it)
-        raise HostError(f"{name}: a line of it starts with '@, which a PowerShell here-string cannot hold. "
-                        "Fix: remove the line break from the inventory value")
+    if re.search(r"^'@", text, re.M):  # it would end the here-string; the loader refuses values with line breaks
+        raise ValueError(f"{name}: a line starts with '@, which a PowerShell here-string cannot hold")
     return [
         f"$Rendered = Join-Path $D {ps_literal(name)}",
         "$Text = @'",

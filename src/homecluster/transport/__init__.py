@@ -1,5 +1,6 @@
 """How a script reaches a host: a local shell (local.py), Fabric over SSH with strict host-key checking
-(ssh.py); group.py runs one action on many hosts and keeps a result per host."""
+(ssh.py), PowerShell over Windows' own OpenSSH server (windows.py); group.py runs one action on many hosts and
+keeps a result per host."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from homecluster.inventory import Host
 from homecluster.transport.local import LocalRunner
 from homecluster.transport.result import CommandResult
 from homecluster.transport.ssh import SSHRunner
-from homecluster.transport.windows import WindowsUnsupported
+from homecluster.transport.windows import WindowsRunner, WindowsUnsupported
 
-__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsUnsupported", "reached_by", "runner_for"]
+__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsRunner", "WindowsUnsupported", "reached_by",
+           "runner_for"]
 
 
-def runner_for(host: Host) -> LocalRunner | SSHRunner | WindowsUnsupported:
+def runner_for(host: Host) -> LocalRunner | SSHRunner:
     """The runner that reaches `host`."""
     if host.os == "windows":
-        return WindowsUnsupported(host)
+        return WindowsRunner(host)
     return LocalRunner(host) if host.is_local else SSHRunner(host)
 
 

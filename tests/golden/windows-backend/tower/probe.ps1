@@ -1,0 +1,40 @@
+# homecluster probe: what runs for cluster home on tower
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'  # progress records would reach stderr as CLIXML
+try { [Console]::OutputEncoding = [System.Text.Encoding]::UTF8 } catch { }
+function Write-Line([string]$Line) { [Console]::Out.WriteLine($Line) }
+$UserHome = [Environment]::GetFolderPath('UserProfile')
+$D = 'D:\Ann''s Dask Runs\home\tower'
+function Find-Program([string]$Name) {
+    if (Test-Path -LiteralPath $Name -PathType Leaf) { return $Name }
+    if ($Name -notmatch '[\\/:]') {
+        $Command = Get-Command -Name $Name -CommandType Application -ErrorAction SilentlyContinue |
+            Select-Object -First 1
+        if ($Command) { return $Command.Source }
+    }
+    return $null
+}
+$Nssm = Find-Program 'C:\tools\nssm 2.24\win64\nssm.exe'
+if (-not $Nssm) { Write-Line 'hc-error nssm.exe not found on tower. Fix: winget install NSSM.NSSM (in PowerShell there), or set nssm: C:\path\to\nssm.exe for tower in the inventory'; exit 127 }
+Write-Line ('hc-now ' + [DateTimeOffset]::UtcNow.ToUnixTimeSeconds())
+foreach ($Role in @('scheduler', 'worker')) {
+    $Svc = Get-CimInstance -ClassName Win32_Service -Filter "Name='homecluster-home-$Role'"
+    $ProcId = ''
+    $Alive = 0
+    $Running = 'false'
+    if ($Svc) {
+        if ($Svc.ProcessId) { $ProcId = [string]$Svc.ProcessId }
+        if (@('Running', 'Paused', 'Start Pending', 'Continue Pending', 'Pause Pending') -contains $Svc.State) { $Alive = 1 }
+        if ($ProcId -and $Svc.State -eq 'Running') {
+            $Filter = "ParentProcessId=$ProcId AND Name<>'conhost.exe'"
+            $Children = @(Get-CimInstance -ClassName Win32_Process -Filter $Filter)
+            if ($Children.Count -gt 0) { $Running = 'true' }
+        }
+    }
+    $SpecFile = Join-Path $D ($Role + '.spec')
+    $Spec = ''
+    if (Test-Path -LiteralPath $SpecFile) { $Spec = [System.IO.File]::ReadAllText($SpecFile).Trim() }
+    Write-Line ('hc-probe ' + $Role + ' pid=' + $ProcId + ' alive=' + $Alive + ' spec=' + $Spec)
+    if ($Alive) { Write-Line ('hc-state ' + $Role + ' {"running": ' + $Running + '}') }
+}
+Write-Line 'hc-probe-done'
