@@ -299,6 +299,10 @@ class Household:
         kw.setdefault("text", True)
         return subprocess.run(self._nsenter(name) + list(argv), **kw)
 
+    def nsenter_argv(self, name: str) -> list[str]:
+        """The nsenter prefix that enters that host's network and UTS namespaces (for daemons a test starts)."""
+        return self._nsenter(name)
+
     def pids(self, name: str) -> list[int]:
         """Pids of the processes in that host's network namespace (`ip netns pids`)."""
         return _netns_pids(self.host(name).netns)
