@@ -500,13 +500,6 @@ def test_cli_says_why_a_host_has_nothing(tmp_path, capsys):
     assert not (tmp_path / "out" / "pi").exists()
 
 
-@pytest.mark.parametrize("command", service_cli.LATER)
-def test_cli_later_subcommands_say_not_yet(command, capsys):
-    args = argparse.Namespace(service_command=command, hosts=[])
-    assert service_cli.cmd_service(load(SAMPLE), args) == 2
-    assert "not yet" in capsys.readouterr().err
-
-
 def test_cli_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-i", "--inventory", default=argparse.SUPPRESS)
@@ -517,3 +510,6 @@ def test_cli_parser():
         "render", ["laptop"], "d", False, "x.yaml", service_cli.cmd_service)
     with pytest.raises(SystemExit):
         p.parse_args(["service", "render"])  # --out is required
+    a = p.parse_args(["service", "install", "laptop", "--timeout", "5"])
+    assert (a.service_command, a.hosts, a.timeout) == ("install", ["laptop"], 5.0)
+    assert p.parse_args(["service", "status"]).hosts == []

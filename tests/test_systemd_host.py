@@ -345,3 +345,74 @@ def _environ(pid: int) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
+
+
+def _ours(h) -> list[str]:
+    """Command lines of the processes of cluster sysd in the booted host."""
+    out = []
+    for pid in h.processes():
+        if b"HOMECLUSTER_PROCESS=sysd/" in _environ(pid):
+            try:
+                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                pass
+    return out
+
+
+def test_auto_picks_systemd_and_service_commands_move_the_cluster_between_supervisors(systemd_host, sysd_shared):
+    """supervisor: auto on a host where systemd is PID 1 (issue 12): `service install` makes units that start at
+    boot, after supervised processes ran there (they are swept, none is left next to the units); supervisor:
+    process takes the units down again; `service status` says which is which; `service uninstall` leaves
+    nothing."""
+    import yaml
+
+    h, run = systemd_host, sysd_shared / "run-auto"
+    inv = sysd_shared / "inventory-auto.yaml"
+    unit = "homecluster-sysd-worker.service"
+
+    def write(**extra):
+        box = {"address": h.address, "user": "root", "ssh_key": str(h.client_key), "known_hosts": str(h.known_hosts),
+               "python": sys.executable, "nworkers": 1, "nthreads": 1, "memory_limit": "1GB", "death_timeout": 30,
+               "run_directory": str(run), **extra}
+        inv.write_text(yaml.safe_dump({"cluster": {"name": "sysd", "scheduler_port": 8894, "dashboard_port": 8895,
+                                                   "worker_ports": "9340:9349", "nanny_ports": "9350:9359"},
+                                       "hosts": {"box": box}}, sort_keys=False))
+
+    def unit_file() -> bool:
+        return h.run(["test", "-f", f"/root/.config/systemd/user/{unit}"]).returncode == 0
+
+    try:
+        write(supervisor="process")
+        first = _hc("up", inv=inv)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert any("hc-supervise" in c for c in _ours(h)) and not unit_file()
+        refused = _hc("service", "install", inv=inv)
+        assert refused.returncode == 2 and "hosts.box.supervisor: is process" in refused.stderr, refused.stderr
+        st = _hc("service", "status", inv=inv)
+        assert st.returncode == 1 and "homecluster's supervisor (supervisor: process)" in st.stdout, st.stdout
+
+        write()  # supervisor: auto
+        inst = _hc("service", "install", inv=inv)
+        assert inst.returncode == 0, inst.stdout + inst.stderr
+        assert "box: systemd user services" in inst.stdout and "worker: starts at boot, running" in inst.stdout
+        assert h.run(["systemctl", "--user", "is-enabled", unit]).stdout.strip() == "enabled"
+        cmds = _ours(h)
+        assert cmds and not any("hc-supervise" in c for c in cmds), cmds  # the supervised ones were swept
+        again = _hc("up", inv=inv)
+        assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+
+        write(supervisor="process")
+        back = _hc("up", inv=inv)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert not unit_file() and h.run(["systemctl", "--user", "is-active", unit]).stdout.strip() != "active"
+        assert any("hc-supervise" in c for c in _ours(h))
+
+        write()
+        assert _hc("service", "install", inv=inv).returncode == 0
+        gone = _hc("service", "uninstall", inv=inv)
+        assert gone.returncode == 0 and "stopped and removed" in gone.stdout, gone.stdout + gone.stderr
+        assert not unit_file() and _ours(h) == []
+    finally:
+        down = _hc("down", inv=inv)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _ours(h) == []

@@ -12,7 +12,7 @@ process behind.
 from __future__ import annotations
 
 from homecluster.backends.process import ProcessBackend, _FUNCTIONS, _header, _lock_lines
-from homecluster.backends.service import ServiceBackend, parse_manager
+from homecluster.backends.service import ServiceBackend
 from homecluster.core.spec import ProcessSpec
 from homecluster.shell.posix import shell_path
 
@@ -27,8 +27,6 @@ class AutoBackend(ProcessBackend):
     def __init__(self, runner, host, cluster: str, run_dir: str, service: ServiceBackend):
         super().__init__(runner, host, cluster, run_dir)
         self.service = service
-        self.manager: str | None = None  # what the last probe found: service.manager or "process"
-        self.why = ""  # why the service manager is not used
 
     def probe_body(self) -> str:
         return _either(self.service.usable_check(),
@@ -37,8 +35,9 @@ class AutoBackend(ProcessBackend):
                        'echo "hc-manager process $hc_why"\n' + super().probe_body())
 
     def _states(self, output: str, exit_code: int, tail: str):
-        self.manager, self.why, self.service.home = parse_manager(output)
-        return super()._states(output, exit_code, tail)
+        states = super()._states(output, exit_code, tail)
+        self.service.supervision = self.supervision  # the home directory its files name
+        return states
 
     def start_script(self, proc: ProcessSpec) -> str:
         return "\n".join([

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from homecluster.core.spec import ProcessSpec
@@ -56,6 +56,39 @@ class ProcessState:
 def exit_text(code: int) -> str:
     """An exit status as people read it: 'code 1', or 'signal 9' for a negative (Popen-style) one."""
     return f"signal {-code}" if code < 0 else f"code {code}"
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """Who keeps a host's processes running, as its last probe found: a service manager (`systemd`, `launchd`,
+    `nssm`) or homecluster's own supervisor (`process`; `why` a service manager is not used), and per role
+    whether it starts at boot (`enabled`, `disabled`, `absent`, or the manager's own word)."""
+
+    manager: str
+    why: str = ""
+    boot: dict[str, str] = field(default_factory=dict)
+    linger: bool | None = None  # systemd user units: whether they start at boot without a login
+    home: str | None = None  # $HOME on the host
+
+    def starts_at_boot(self, role: str) -> bool:
+        return self.boot.get(role) == "enabled" and self.linger is not False
+
+
+def parse_supervision(output: str, default: str, why: str = "") -> Supervision:
+    """The hc-manager, hc-boot, hc-linger and hc-home lines of a probe's output (`default` when it has none)."""
+    manager, boot, linger, home = default, {}, None, None
+    for line in output.splitlines():
+        key, _, rest = line.partition(" ")
+        if key == "hc-manager":
+            manager, _, why = rest.partition(" ")
+        elif key == "hc-boot" and " " in rest:
+            role, state = rest.split(" ", 1)
+            boot[role] = state.strip()
+        elif key == "hc-linger":
+            linger = {"yes": True, "no": False}.get(rest.strip())
+        elif key == "hc-home":
+            home = rest.strip() or None
+    return Supervision(manager, why.strip(), boot, linger, home)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class LaunchdBackend(ServiceBackend):
         """For every role: the job's pid and state and how often launchd started it (`launchctl print`)."""
         return "\n".join([
             'echo "hc-now $(date +%s)"',
+            f"A={shell_path(jobs.install_dir(self.host))}",
             f"for role in {' '.join(ROLES)}; do",
             f'  out=$(launchctl print "{self.domain}/{jobs.label(self.cluster, "$role")}" 2>/dev/null)',
             f"  pid={_field('pid')}; state={_field('state')}; runs={_field('runs')}",
@@ -59,6 +60,8 @@ class LaunchdBackend(ServiceBackend):
             '  echo "hc-probe $role pid=$pid alive=$alive spec=$spec"',
             '  run=false; [ "$state" = running ] && run=true',
             '  [ $alive = 1 ] && echo "hc-state $role {\\"running\\": $run, \\"restarts\\": $(( ${runs:-1} - 1 ))}"',
+            f'  b=absent; [ -f "$A/{jobs.label(self.cluster, "$role")}.plist" ] && b=enabled',
+            '  echo "hc-boot $role $b"',
             "done",
             "echo hc-probe-done",
         ])

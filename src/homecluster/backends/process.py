@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from homecluster.backends.base import Backend, ProcessState, Progress, Stopped
+from homecluster.backends.base import Backend, ProcessState, Progress, Stopped, Supervision, parse_supervision
 from homecluster.core.spec import SCHEDULER, TLS_DIR, WORKER, ProcessSpec
 from homecluster.errors import HostError
 from homecluster.shell.posix import shell_join, shell_path
@@ -286,10 +286,12 @@ class ProcessBackend(Backend):
     """Supervised processes started over a POSIX shell (Linux, macOS)."""
 
     supervised = True  # False only in bench/bench_up.py, to measure what supervision costs side by side
+    manager = "process"  # who keeps the processes, as hc-manager lines say it
 
     def __init__(self, runner, host, cluster: str, run_dir: str):
         super().__init__(runner, host, cluster)
         self.run_dir, self._locked = run_dir, False
+        self.supervision: Supervision | None = None  # what the last probe found
 
     @contextmanager
     def session(self, command: str, progress: Progress) -> Iterator[dict[str, ProcessState]]:
@@ -328,6 +330,7 @@ class ProcessBackend(Backend):
         states = parse_probe(output)
         if exit_code or states is None:
             raise HostError(f"{self.host.name}: probe failed (exit {exit_code}): {tail}")
+        self.supervision = parse_supervision(output, self.manager, f"supervisor: {self.host.supervisor}")
         return {role: states.get(role, ProcessState(role, None, False, "")) for role in ROLES}
 
     # What a subclass that keeps the processes another way (systemd.py) renders instead.

@@ -18,9 +18,10 @@ class ServiceBackend(ProcessBackend):
     supervised = False  # the service manager is the supervisor: no hc-supervise.py in the run directory
     manager = ""  # its name in hc-manager lines and in messages
 
-    def __init__(self, runner, host, cluster: str, run_dir: str):
-        super().__init__(runner, host, cluster, run_dir)
-        self.home: str | None = None  # $HOME on the host, from the last probe
+    @property
+    def home(self) -> str | None:
+        """$HOME on the host, from the last probe (None before one)."""
+        return self.supervision.home if self.supervision else None
 
     def usable_check(self) -> str:
         """sh lines that leave why the manager cannot be used here in $hc_why (empty when it can)."""
@@ -36,21 +37,10 @@ class ServiceBackend(ProcessBackend):
                           '  echo "hc-manager process $hc_why"; echo hc-probe-done', "fi"])
 
     def _states(self, output: str, exit_code: int, tail: str):
-        found, why, self.home = parse_manager(output)
-        if found == "process":
+        states = super()._states(output, exit_code, tail)
+        if self.supervision.manager != self.manager:
+            why = self.supervision.why
             raise HostError(f"{self.host.name}: supervisor: {self.manager}, but {why}. Fix: set supervisor: auto "
                             f"for {self.host.name} (homecluster's own supervisor where {self.manager} cannot "
                             "be used), or see homecluster service status")
-        return super()._states(output, exit_code, tail)
-
-
-def parse_manager(output: str) -> tuple[str | None, str, str | None]:
-    """From a probe's output: the manager that keeps the processes (`systemd`, `launchd`, `process`; None when
-    the probe did not say), why a service manager is not used, and the host's $HOME."""
-    found, why, home = None, "", None
-    for line in output.splitlines():
-        if line.startswith("hc-manager "):
-            found, _, why = line[11:].partition(" ")
-        elif line.startswith("hc-home "):
-            home = line[8:].strip() or None
-    return found, why.strip(), home
+        return states

@@ -62,7 +62,10 @@ class SystemdBackend(ServiceBackend):
             '  echo "hc-probe $role pid=$pid alive=$alive spec=$spec"',
             '  run=false; [ "$sub" = running ] && run=true',
             '  [ $alive = 1 ] && echo "hc-state $role {\\"running\\": $run, \\"restarts\\": ${n:-0}}"',
+            f'  b=$({self.systemctl} is-enabled "$u" 2>/dev/null); echo "hc-boot $role ${{b:-absent}}"',
             "done",
+            *(['echo "hc-linger $(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)"']
+              if self.host.service_scope == "user" else []),
             "echo hc-probe-done",
         ])
 

@@ -1,7 +1,9 @@
-"""`homecluster service render [HOST...] --out DIR`: every host's boot-time service files (systemd units,
-launchd plists, NSSM PowerShell installers), one folder per host, without touching any host.
+"""`homecluster service install|uninstall|status|render [HOST...]`: the scheduler and workers as boot-time services.
 
-`install`, `uninstall` and `status` are registered but not built yet: they say so (exit 2) and point at render.
+install: `up`, with the chosen hosts' processes as services of their manager (systemd, launchd, NSSM), enabled
+at boot; uninstall: stop and remove them there; status: per host, who keeps them and what starts at boot
+(ops/service.py). render --out DIR: every host's service files (systemd units, launchd plists, NSSM PowerShell
+installers), one folder per host, without touching any host.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from pathlib import Path
 
 from homecluster.core.spec import build
 from homecluster.inventory import Host, Inventory
+from homecluster.ops import service as service_ops
 from homecluster.packages import lock
 from homecluster.services import launchd, systemd
 from homecluster.services.render import home_of, needs_home, render_host, supervisor, user_of, why_nothing
 
-LATER = ("install", "uninstall", "status")
+ACTIONS = {"install": "install, enable and start the services (an up that makes them boot-time services)",
+           "uninstall": "stop the services and remove them",
+           "status": "who keeps the processes on each host, and what starts at boot"}
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,19 +37,62 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     rd.add_argument("--force", action="store_true", help="write into a folder that is not empty: the folders of "
                                                          "the hosts rendered are replaced, nothing else is touched")
     rd.set_defaults(func=cmd_service)
-    for name in LATER:
-        later = ssub.add_parser(name, parents=[common], help=f"{name} the services (not yet: use render)")
-        later.add_argument("hosts", nargs="*", metavar="HOST")
-        later.set_defaults(func=cmd_service)
+    for name, text in ACTIONS.items():
+        action = ssub.add_parser(name, parents=[common], help=text)
+        action.add_argument("hosts", nargs="*", metavar="HOST", help="host names from the inventory (default: all)")
+        if name == "install":
+            action.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for workers")
+        action.set_defaults(func=cmd_service)
     return sv
 
 
 def cmd_service(inv: Inventory, args: argparse.Namespace) -> int:
-    if args.service_command in LATER:
-        print(f"error: homecluster service {args.service_command}: not yet. Fix: homecluster service render --out "
-              "DIR writes the files, and prints the commands that install them on each host", file=sys.stderr)
-        return 2
-    return _render(inv, args.hosts, Path(args.out).expanduser(), args.force)
+    hosts = inv.select(args.hosts) if args.hosts else list(inv.hosts.values())
+    if args.service_command == "render":
+        return _render(inv, args.hosts, Path(args.out).expanduser(), args.force)
+    if args.service_command == "status":
+        return _status(inv, hosts)
+    from homecluster.cli.main import Progress  # (main registers this module's parser)
+
+    if args.service_command == "uninstall":
+        from homecluster.cli.render import down_text
+        from homecluster.ops.down import down
+
+        results = down(inv, progress=Progress(), hosts=hosts)
+        print(down_text(results, inv))
+        print("\nthe services are stopped and removed there. The next homecluster up installs them again: set "
+              "supervisor: process for a host to run its processes without boot-time start")
+        return 0 if all(r.ok for r in results.values()) else 1
+    return _install(inv, hosts, args.timeout, Progress())
+
+
+def _install(inv: Inventory, hosts: list[Host], timeout: float, progress) -> int:
+    from homecluster.cli import render
+    from homecluster.ops.up import up
+
+    service_ops.check_installable(inv, hosts)
+    rep = up(inv, timeout=timeout, progress=progress, services=frozenset(h.name for h in hosts))
+    progress.done()
+    print(render.cluster_text(rep, inv, "ACTIONS"))
+    print()
+    code = _status(inv, [h for h in hosts if rep.hosts[h.name].error is None]) if rep.ok else 1
+    if not rep.ok:
+        print(render.workers_text(rep))
+    return code
+
+
+def _status(inv: Inventory, hosts: list[Host]) -> int:
+    results = service_ops.status(inv, hosts)
+    failed = False
+    for name, r in results.items():
+        if r.ok:
+            print("\n".join(r.value.lines(inv.cluster.name)))
+            failed |= not r.value.ok and bool(r.value.roles)
+        else:
+            print(f"{name}: FAILED")
+            print(f"error: {r.error}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 def _render(inv: Inventory, names: list[str], out: Path, force: bool) -> int:

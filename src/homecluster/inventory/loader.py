@@ -555,10 +555,14 @@ SUPERVISOR_OS = {"systemd": "linux", "launchd": "macos", "nssm": "windows"}
 def _check_supervisors(reader: _Reader, inv: Inventory) -> None:
     for h in inv.hosts.values():
         needs = SUPERVISOR_OS.get(h.supervisor)
+        fits = next(s for s, o in SUPERVISOR_OS.items() if o == h.os)
         if needs and h.os != needs:
-            fits = next(s for s, o in SUPERVISOR_OS.items() if o == h.os)
+            others = "auto" if h.os == "windows" else "process or auto"
             raise reader.fail(("hosts", h.name, "supervisor"), f"{h.supervisor} runs on {needs}, {h.name} is "
-                              f"os: {h.os}", f"use supervisor: {fits}, process or auto")
+                              f"os: {h.os}", f"use supervisor: {fits} or {others}")
+        if h.supervisor == "process" and h.os == "windows":
+            raise reader.fail(("hosts", h.name, "supervisor"), "homecluster's own supervisor needs a POSIX shell: "
+                              "Windows hosts run their processes as NSSM services", "use supervisor: nssm or auto")
 
 
 LOOPBACK = ("127.", "localhost", "::1")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from homecluster.shell.posix import json_line, shell_path
 from homecluster import scheduler
+from homecluster.transport import posix_only
 from homecluster.transport.group import Group
 from homecluster.errors import HomeclusterError
 from homecluster.inventory import Host, Inventory
@@ -117,6 +118,7 @@ def check_hosts(inv: Inventory, client: dict, extra: tuple[str, ...]) -> list[Fi
     payload = pickled_probe()
 
     def probe(runner, host: Host) -> dict | None:
+        posix_only(host, "doctor")
         return parse_versions(runner.run(versions_script(interpreter(inv, host), packages, payload)).stdout)
 
     findings = []

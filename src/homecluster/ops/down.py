@@ -21,13 +21,17 @@ def _stopper(inv: Inventory, role: str, progress: Progress):
 
 
 def down(inv: Inventory, progress: Progress = lambda s: None,
-         runners: Callable[[Host], object] = runner_for) -> dict[str, HostResult[list[str]]]:
-    """Stop workers on every host, then schedulers; per host, what was stopped (or why it failed)."""
-    with Group(inv.hosts.values(), runners) as group:
-        first = group.each(inv.hosts, _stopper(inv, WORKER, progress))
-        second = group.each(inv.hosts, _stopper(inv, SCHEDULER, progress))
+         runners: Callable[[Host], object] = runner_for,
+         hosts: list[Host] | None = None) -> dict[str, HostResult[list[str]]]:
+    """Stop workers on every host (or on `hosts`), then schedulers; per host, what was stopped (or why it
+    failed)."""
+    chosen = hosts if hosts is not None else list(inv.hosts.values())
+    names = [h.name for h in chosen]
+    with Group(chosen, runners) as group:
+        first = group.each(names, _stopper(inv, WORKER, progress))
+        second = group.each(names, _stopper(inv, SCHEDULER, progress))
     out = {}
-    for name in inv.hosts:
+    for name in names:
         a, b = first[name], second[name]
         error = a.error or b.error
         out[name] = HostResult(name, error=error) if error else HostResult(name, value=a.value + b.value)

@@ -10,7 +10,7 @@ from homecluster.ops.down import down
 from homecluster.ops.up import up
 from homecluster.packages import lock
 from homecluster.security.store import CLIENT, CertFiles
-from homecluster.transport import WindowsUnsupported, reached_by
+from homecluster.transport import reached_by
 from homecluster.transport.replay import ReplayRunner
 
 
@@ -26,12 +26,10 @@ class _Recorder:
         out = [head]
         for host in inv.hosts.values():
             title = f"# === {host.name} ({reached_by(host)}): {titles[host.name]}"
-            if host.os == "windows":
-                out.append(f"{title}\n# not run: {WindowsUnsupported.REASON}\n")
-                continue
             scripts = self.runners[host.name].scripts
             body = "\n# ---\n".join(scripts) if scripts else "# (nothing to run)"
-            out.append(f"{title}; each script runs as: sh -c SCRIPT\n{body}\n")
+            how = "powershell -EncodedCommand SCRIPT" if host.os == "windows" else "sh -c SCRIPT"
+            out.append(f"{title}; each script runs as: {how}\n{body}\n")
         return "\n".join(out)
 
 

@@ -17,6 +17,7 @@ from homecluster.packages import facts as hostfacts
 from homecluster.shell.posix import shell_path
 from homecluster.errors import HomeclusterError, HostError
 from homecluster.packages.facts import HostFacts, Target
+from homecluster.transport import posix_only
 from homecluster.transport.group import Group, HostResult
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import LockFile, Locked, installed, matches
@@ -102,6 +103,7 @@ def remote_wheels_script(host_dir: str) -> str:
 
 def find_python(runner, inv: Inventory, host: Host, python: str) -> HostFacts:
     """The facts of a host's Python `python` (major.minor) and of its managed environment, over its runner."""
+    posix_only(host, "setup and install-pkg")
     r = runner.run(hostfacts.facts_script(python, run_dir(inv, host), env_dir(inv, host)))
     f = hostfacts.parse_facts(r.stdout)
     if f is None:

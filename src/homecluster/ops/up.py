@@ -65,7 +65,18 @@ class _SchedulerDecision:
         return self.kept
 
 
-def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport], progress: Progress):
+def require_boot_service(backend: Backend, host: Host) -> None:
+    """For `service install`: fail the host (before anything is done there) unless a service manager keeps its
+    processes, so that they start at boot."""
+    sup = backend.supervision
+    if sup is not None and sup.manager == "process":
+        raise HostError(f"{host.name}: nothing would start the cluster at boot here: {sup.why}. Fix: run it where "
+                        "systemd (Linux) or launchd (macOS) can be used, see homecluster service status "
+                        f"{host.name}; homecluster up runs it without boot-time start")
+
+
+def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport], progress: Progress,
+              services: frozenset[str] = frozenset()):
     """Per host, under its lock: probe, plan, act. A host does not wait for the others' probes, only for the one
     fact it needs from the scheduler's host (kept or restarted), so the scheduler starts as early as possible.
     (Only worker hosts wait while holding their lock, and only for the scheduler's host: no lock cycle.)"""
@@ -88,6 +99,8 @@ def _pipeline(inv: Inventory, spec: ClusterSpec, reports: dict[str, HostReport],
         try:
             backend = backend_for(inv, host, runner)
             with backend.session("up", progress) as roles:
+                if host.name in services:
+                    require_boot_service(backend, host)
                 return host_up(backend, host, roles)
         finally:
             if host.name == sched_host:
@@ -173,11 +186,13 @@ def _wait(group: Group, inv: Inventory, spec: ClusterSpec, reports: dict[str, Ho
 
 
 def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: None,
-       runners: Callable[[Host], object] = runner_for, wait: bool = True) -> ClusterReport:
+       runners: Callable[[Host], object] = runner_for, wait: bool = True,
+       services: frozenset[str] = frozenset()) -> ClusterReport:
     """Bring the cluster to the state the inventory describes, and wait for every worker to register.
 
     `runners` makes the runner of each host (--dry-run passes a recording one, and `wait=False`: then no
-    certificate is made either).
+    certificate is made either). `services`: hosts that must keep their processes as boot-time services
+    (`service install`); one where no service manager can be used fails with the reason, the others go on.
     Ctrl-C raises Interrupted, which says what was started where."""
     spec = build(inv, lock.digest(inv), credentials(inv, make=wait))
     reports = new_reports(inv, spec)
@@ -186,7 +201,7 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
     try:
         with Group(inv.hosts.values(), runners) as group:
             progress(f"checking and starting on {len(inv.hosts)} host(s)")
-            results = group.each(order, _pipeline(inv, spec, reports, progress))
+            results = group.each(order, _pipeline(inv, spec, reports, progress, services))
             record_failures(reports, results)
             changed = any(s.action != KEEP for r in results.values() if r.ok for s in r.value)
             seen, running = _wait(group, inv, spec, reports, timeout, progress) if wait else ({}, False)

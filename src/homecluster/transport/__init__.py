@@ -8,9 +8,9 @@ from homecluster.inventory import Host
 from homecluster.transport.local import LocalRunner
 from homecluster.transport.result import CommandResult
 from homecluster.transport.ssh import SSHRunner
-from homecluster.transport.windows import WindowsRunner, WindowsUnsupported
+from homecluster.transport.windows import WindowsRunner, posix_only
 
-__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsRunner", "WindowsUnsupported", "reached_by",
+__all__ = ["CommandResult", "LocalRunner", "SSHRunner", "WindowsRunner", "posix_only", "reached_by",
            "runner_for"]
 
 

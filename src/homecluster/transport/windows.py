@@ -4,7 +4,7 @@ A script is sent as `powershell.exe ... -EncodedCommand BASE64` (shell/windows.p
 (the two default shells of Win32-OpenSSH) both pass on untouched; one too long for cmd.exe's command line is
 copied over SFTP and run with -File. Host keys are checked exactly as SSHRunner checks them (it is one).
 
-`WindowsUnsupported` stays for `--dry-run`, which does not show Windows hosts' scripts yet (ops/dry_run.py).
+`posix_only` refuses Windows hosts for the commands whose scripts are sh only.
 """
 
 from __future__ import annotations
@@ -165,25 +165,10 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-class WindowsUnsupported:
-    """A runner that refuses every action; its REASON is what `--dry-run` still says for Windows hosts."""
-
-    REASON = ("Windows hosts are not supported by the native backend yet (NSSM services are planned). "
-              "Fix: remove the host from the inventory for now")
-
-    def __init__(self, host: Host):
-        self.host = host
-
-    def run(self, script: str, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-        raise HostError(f"{self.host.name}: {self.REASON}")
-
-    def hold(self, script: str):
-        raise HostError(f"{self.host.name}: {self.REASON}")
-
-    def put(self, local: Path, remote: str) -> None:
-        raise HostError(f"{self.host.name}: {self.REASON}")
-
-    put_private = put
-
-    def close(self) -> None:
-        pass
+def posix_only(host: Host, command: str) -> None:
+    """Refuse a Windows host for a command whose scripts are sh only (setup, doctor, install-pkg): one line with
+    the way that works there."""
+    if host.os == "windows":
+        raise HostError(f"{host.name}: homecluster {command} does not reach Windows hosts yet (its scripts are sh). "
+                        "Fix: on the Windows machine, install the lock's packages into the host's python: by hand "
+                        "(README: Windows), then homecluster up")
