@@ -45,7 +45,7 @@ from pathlib import Path
 from fresh_machine import apt_mirror, mounts_under, remove_tree
 
 # Bump when the build steps below change: a new key means a new tree (the old one stays until removed by hand).
-ROOTFS_VERSION = "sysd-3"
+ROOTFS_VERSION = "sysd-4"
 SUITE = "bookworm"
 PACKAGES = (
     # the prototype's (tests/systemd/nspawn-host.sh): systemd as PID 1, logind + user managers, sshd
@@ -54,11 +54,16 @@ PACKAGES = (
     # shared libraries a CPython built on Debian 12 (pyenv, python.org build) loads for its stdlib modules
     "libffi8", "libssl3", "zlib1g", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libuuid1", "libreadline8",
     "libncursesw6", "libgdbm6", "libexpat1", "libstdc++6", "libgcc-s1",
+    # the firewalls a household Linux host may run (tests/test_firewall_tools.py starts the one it tests)
+    "ufw", "firewalld",
 )
 MASKED_UNITS = (  # no console login on nspawn's pty; nothing that would want the network or run at random times
     "console-getty.service", "getty@.service", "systemd-networkd.service", "systemd-resolved.service",
     "systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
     "fstrim.timer",
+)
+DISABLED_UNITS = (  # installed but not started at boot (nor by D-Bus activation): a test starts it when it wants
+    "firewalld.service",
 )
 CACHE = Path(os.environ.get("HOMECLUSTER_TEST_CACHE", "/var/cache/homecluster-tests"))
 NSPAWN = "systemd-nspawn"
@@ -138,8 +143,8 @@ def _cgroup_roots() -> list[Path]:
 # --- the cached rootfs -------------------------------------------------------------------------------------------
 
 def rootfs_key() -> str:
-    """The cache key of the tree this code builds (version string, suite, packages, masked units)."""
-    text = json.dumps([ROOTFS_VERSION, SUITE, sorted(PACKAGES), sorted(MASKED_UNITS)])
+    """The cache key of the tree this code builds (version string, suite, packages, masked and disabled units)."""
+    text = json.dumps([ROOTFS_VERSION, SUITE, sorted(PACKAGES), sorted(MASKED_UNITS), sorted(DISABLED_UNITS)])
     return f"{ROOTFS_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
@@ -218,6 +223,9 @@ def _configure_tree(root: Path) -> None:
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    for link in list((root / "etc/systemd/system").rglob("*")):  # `systemctl disable`: its wants and alias links
+        if link.is_symlink() and os.path.basename(os.readlink(link)) in DISABLED_UNITS:
+            link.unlink()
     for leftover in [*(root / "var/cache/apt/archives").glob("*.deb"), *(root / "var/lib/apt/lists").glob("*_*")]:
         leftover.unlink()
 

@@ -1,5 +1,6 @@
 """`homecluster firewall render [HOST...] [--out DIR]`: the firewall rules of the port plan, one folder per host,
-without touching any host. `firewall apply [HOST...]`: load them on Linux hosts over SSH (ops/firewall.py)."""
+without touching any host. `firewall apply [HOST...]`: put them into the firewall of each Linux host over SSH
+(firewalld, ufw or homecluster's nftables table: ops/firewall.py) and print what changed."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fw = sub.add_parser("firewall", parents=[common], help="firewall rules that open exactly the port plan, to the "
                                                            "household's network only")
     fw.add_argument("action", choices=["render", "apply"],
-                    help="render: write the rules per host (nothing on any host changes); apply: load the "
-                         "nftables rules on Linux hosts over SSH (root) and say what changed")
+                    help="render: write the rules per host (nothing on any host changes); apply: put them "
+                         "into the firewall of each Linux host over SSH (firewalld, ufw, else an nftables table; "
+                         "root) and say what changed")
     fw.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: all)")
     fw.add_argument("--out", metavar="DIR", help="write DIR/<host>/<file> (default: print every file)")
     fw.set_defaults(func=cmd_firewall)
@@ -27,7 +29,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def cmd_firewall(inv: Inventory, args: argparse.Namespace) -> int:
-    """Render (to --out or stdout) or apply; the warnings on stderr. Apply: 1 if any host failed."""
+    """Render (to --out or stdout) or apply; the warnings on stderr. Apply: each host's lines (what changed, or
+    FAILED with the fix); 1 if any host failed."""
     hosts = inv.select(args.hosts) if args.hosts else list(inv.hosts.values())
     for w in warnings(inv, hosts):
         print(f"warning: {w}", file=sys.stderr)

@@ -10,6 +10,9 @@ Per host OS, from the templates in `cluster/firewall/` and `windows/` (one sourc
   by what the host runs;
 - macos: `macos-firewall.md`, the application firewall's commands (it allows a program, not a port);
 - windows: `firewall.ps1` (New-NetFirewallRule, Private profile) and `remove-firewall.ps1`.
+
+`firewall apply` (ops/firewall.py) compares what a Linux host has with these and runs only the commands made
+here: `ufw()` and `ufw_delete()`, `firewalld_rule()`, or loads `nftables()`.
 """
 
 from __future__ import annotations
@@ -160,6 +163,17 @@ def _ufw_undo(inv: Inventory, host: Host) -> list[str]:
             for e in _pinned(inv, host) for net in ports.lan_networks(inv)]
 
 
+def comment_prefix(inv: Inventory) -> str:
+    """How a ufw rule's comment starts when the rule is this cluster's (how apply finds its own rules)."""
+    return f"homecluster {inv.cluster.name}: "
+
+
+def ufw_delete(rule: str) -> str:
+    """The command that deletes exactly `rule`, a rule as `ufw show added` lists it (`ufw allow ... comment
+    '...'`): ufw deletes the rule that matches all of it, comment included."""
+    return shlex.join(["ufw", "delete", *shlex.split(rule)[1:]])
+
+
 def rich_rules(inv: Inventory, host: Host) -> list[str]:
     """firewalld rich rules (the text, unquoted) for the plan's pinned LAN ports of a host."""
     out = []
@@ -171,11 +185,17 @@ def rich_rules(inv: Inventory, host: Host) -> list[str]:
     return out
 
 
+def firewalld_rule(action: str, rule: str, zone: str | None = None) -> str:
+    """The firewall-cmd command that adds (action "add") or removes ("remove") a rich rule in the permanent
+    configuration of `zone` (None: the default zone)."""
+    where = f" --zone={shlex.quote(zone)}" if zone else ""
+    return f"firewall-cmd --permanent{where} --{action}-rich-rule={shlex.quote(rule)}"
+
+
 def firewalld(inv: Inventory, host: Host) -> list[str]:
     """firewall-cmd commands: each rich rule added permanently to the default zone, then a reload."""
     rules = rich_rules(inv, host)
-    return [f"firewall-cmd --permanent --add-rich-rule={shlex.quote(r)}" for r in rules] + \
-        (["firewall-cmd --reload"] if rules else [])
+    return [firewalld_rule("add", r) for r in rules] + (["firewall-cmd --reload"] if rules else [])
 
 
 def _script(name: str, inv: Inventory, host: Host, commands: list[str], undo: list[str]) -> str:
@@ -191,7 +211,7 @@ def ufw_script(inv: Inventory, host: Host) -> str:
 
 
 def firewalld_script(inv: Inventory, host: Host) -> str:
-    removes = [f"firewall-cmd --permanent --remove-rich-rule={shlex.quote(r)}" for r in rich_rules(inv, host)]
+    removes = [firewalld_rule("remove", r) for r in rich_rules(inv, host)]
     return _script("firewalld.sh", inv, host, firewalld(inv, host),
                    removes + (["firewall-cmd --reload"] if removes else []))
 

@@ -80,6 +80,7 @@ class Host:
     supervisor: str = "auto"
     service_scope: str = "user"
     nssm: str | None = None
+    firewall: str = "auto"
     python: str | None = None
     nworkers: int = 1
     nthreads: int | None = None
@@ -298,6 +299,9 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
                    "homecluster's own supervisor), process, systemd (Linux), launchd (macOS), nssm (Windows)"),
     "service_scope": (_choice("user", "system"), "systemd/launchd: a user service (default) or a system one"),
     "nssm": (_str, "path of nssm.exe on a Windows host (default: nssm on its PATH)"),
+    "firewall": (_choice("auto", "nftables", "ufw", "firewalld"),
+                 "what firewall apply changes on a Linux host: auto (firewalld where it runs, else ufw where it is "
+                 "active, else homecluster's own nftables table), nftables, ufw or firewalld"),
     "python": (_str, "Python interpreter on the host that has dask installed"),
     "nworkers": (_int(0, MAX_PROCESSES), "worker processes on the host; 0 for none"),
     "nthreads": (_int(1, MAX_PROCESSES), "threads per worker process"),
