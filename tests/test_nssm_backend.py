@@ -1,7 +1,12 @@
 """The NSSM backend without Windows: its PowerShell scripts (golden files for a sample household, every one parsed
 by the tree-sitter PowerShell grammar, the rendered NSSM installer and uninstaller carried byte for byte), what it
 makes of the hc-* lines the scripts print (a recording runner answers with them), and up/down walking the same
-steps as on the other backends. Nothing here reaches a Windows host (tests/test_windows_runner.py: the runner)."""
+steps as on the other backends. Nothing here reaches a Windows host (tests/test_windows_runner.py: the runner).
+
+What this cannot show, without Windows: that the lock holds (a second [System.IO.File]::Open with FileShare None
+fails while the first handle is open, and the handle goes when the process dies); that [Console]::In.ReadLine()
+returns when sshd closes stdin; icacls, Get-CimInstance Win32_Service and NSSM's states (Paused while it
+throttles) in practice; the exit codes of -File; the exact CLIXML of PowerShell's stderr."""
 
 from __future__ import annotations
 
