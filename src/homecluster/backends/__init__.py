@@ -3,7 +3,8 @@
 process.py: supervised POSIX processes (supervisor.py is the supervisor, copied to hosts as text).
 service.py: what the service-manager backends share; systemd.py (Linux) and launchd.py (macOS) are two.
 auto.py: `supervisor: auto`, the service manager where it can be used on the host, else the process backend.
-nssm.py: Windows hosts, PowerShell over Windows' OpenSSH, NSSM services. Docker plugs in here."""
+nssm.py: Windows hosts, PowerShell over Windows' OpenSSH, NSSM services.
+docker.py: `backend: docker`, containers of the cluster's image on the host's Docker engine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def service_backend(inv: Inventory, host: Host, runner):
 def backend_for(inv: Inventory, host: Host, runner) -> Backend:
     """The backend that keeps `inv`'s processes on `host` (its `supervisor:` key), running its scripts through
     `runner`."""
+    if host.backend == "docker":
+        from homecluster.backends.docker import DockerBackend, image_for
+
+        return DockerBackend(runner, host, inv.cluster.name, run_dir(inv, host), image_for(inv, host))
     if host.os == "windows":  # PowerShell, not sh: NSSM is the only way there (supervisor: auto or nssm)
         from homecluster.backends.nssm import NssmBackend
 

@@ -91,7 +91,7 @@ def cmd_down(inv: Inventory, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run.down_text(inv), end="")
         return 0
-    results = down(inv, progress=Progress())
+    results = down(inv, progress=Progress(), images=args.images)
     print(render.down_text(results, inv))
     return 0 if all(r.ok for r in results.values()) else 1
 
@@ -235,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", parents=[common], help="stop every process homecluster started")
     down.add_argument("--dry-run", action="store_true", help="print the scripts each host would run")
+    down.add_argument("--images", action="store_true", help="also remove the cluster's image from its docker hosts")
     down.set_defaults(func=cmd_down)
     su = sub.add_parser("setup", parents=[common], help="the same managed Python environment on every host")
     su.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: all)")

@@ -18,6 +18,8 @@ SCHEDULER, WORKER = "scheduler", "worker"
 RUN_FORMAT = 2  # how processes are run; 2: under homecluster's supervisor. A change restarts them all.
 TLS_DIR = "tls"  # in a host's run directory: ca.pem, <role>.pem, <role>.key
 LOOPBACK = "127.0.0.1"
+IMAGE_PYTHON = "/opt/homecluster/bin/python"  # inside the image docker/Dockerfile makes: the venv dask lives in
+UNBUILT = "unbuilt"  # the image of docker hosts before `homecluster image build`
 
 
 class Certificates(Protocol):
@@ -40,17 +42,21 @@ class ProcessSpec:
     worker_names: tuple[str, ...] = ()
     os: str = "linux"
     files: tuple[tuple[str, str], ...] = ()  # (file on this machine, path on the host): private, copied mode 0600
+    image: str | None = None  # docker hosts: the image the container runs (an id, or the inventory's image:)
+    docker_options: tuple[str, ...] = ()  # docker hosts: the inventory's docker_run_options
 
     @property
     def fingerprint(self) -> str:
         """Changes exactly when the process would have to be restarted to match the inventory."""
-        blob = json.dumps([self.argv, self.env, RUN_FORMAT], separators=(",", ":"))
+        docker = [self.image, list(self.docker_options)] if self.image else []
+        blob = json.dumps([self.argv, self.env, RUN_FORMAT, *docker], separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return {"host": self.host, "role": self.role, "argv": list(self.argv), "env": dict(self.env),
                 "run_dir": self.run_dir, "worker_names": list(self.worker_names), "os": self.os,
-                "files": [{"from": a, "to": b} for a, b in self.files], "fingerprint": self.fingerprint}
+                "files": [{"from": a, "to": b} for a, b in self.files], "fingerprint": self.fingerprint,
+                **({"image": self.image, "docker_options": list(self.docker_options)} if self.image else {})}
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,9 @@ def uv_path(host_run_dir: str) -> str:
 
 
 def managed(inv: Inventory, host: Host) -> bool:
-    """Whether the host runs dask from the environment `homecluster setup` manages."""
-    return not host.python and inv.environment is not None
+    """Whether the host runs dask from the environment `homecluster setup` manages (a docker host runs the
+    image's)."""
+    return not host.python and inv.environment is not None and host.backend != "docker"
 
 
 def _env(inv: Inventory, host: Host, env_digest: str | None, tls_digest: str | None = None
@@ -144,6 +151,8 @@ def _tls(inv: Inventory, host: Host, role: str, certs: Certificates | None) -> t
 def interpreter(inv: Inventory, host: Host) -> str:
     """The Python that runs dask on a host: its `python:` key; else the managed environment when the inventory
     has an `environment:` section; else this very interpreter for a local host, or python3 over SSH."""
+    if host.backend == "docker":
+        return IMAGE_PYTHON
     if host.python:
         return host.python
     if managed(inv, host):  # a venv: Scripts/python.exe on Windows
@@ -171,8 +180,15 @@ def dashboard_address(inv: Inventory) -> str | None:
     return f"{LOOPBACK if c.dashboard == 'private' else inv.scheduler_host.address}:{c.dashboard_port}"
 
 
-def scheduler_process(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None
-                      ) -> ProcessSpec:
+def _docker(host: Host, image: str | None) -> dict:
+    """The image and options of a docker host's processes (nothing for a native host)."""
+    if host.backend != "docker":
+        return {}
+    return {"image": host.image or image or UNBUILT, "docker_options": host.docker_run_options}
+
+
+def scheduler_process(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None,
+                      image: str | None = None) -> ProcessSpec:
     host, c = inv.scheduler_host, inv.cluster
     argv = [interpreter(inv, host), "-m", "distributed.cli.dask_scheduler",
             "--host", host.address, "--port", str(c.scheduler_port)]
@@ -180,11 +196,11 @@ def scheduler_process(inv: Inventory, env_digest: str | None = None, certs: Cert
     argv += ["--dashboard-address", dashboard] if dashboard else ["--no-dashboard"]
     tls_args, files, digest = _tls(inv, host, SCHEDULER, certs)
     return ProcessSpec(host.name, SCHEDULER, tuple(argv + tls_args), _env(inv, host, env_digest, digest),
-                       run_dir(inv, host), os=host.os, files=files)
+                       run_dir(inv, host), os=host.os, files=files, **_docker(host, image))
 
 
 def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_digest: str | None = None,
-                   certs: Certificates | None = None) -> ProcessSpec:
+                   certs: Certificates | None = None, image: str | None = None) -> ProcessSpec:
     c, rdir = inv.cluster, run_dir(inv, host)
     argv = [interpreter(inv, host), "-m", "distributed.cli.dask_worker", scheduler_address,
             "--name", host.name, "--nworkers", str(host.nworkers)]
@@ -203,17 +219,20 @@ def worker_process(inv: Inventory, host: Host, scheduler_address: str, env_diges
         argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in host.resources.items())]
     tls_args, files, digest = _tls(inv, host, WORKER, certs)
     return ProcessSpec(host.name, WORKER, tuple(argv + tls_args), _env(inv, host, env_digest, digest), rdir,
-                       worker_names(host), os=host.os, files=files)
+                       worker_names(host), os=host.os, files=files, **_docker(host, image))
 
 
-def build(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None) -> ClusterSpec:
+def build(inv: Inventory, env_digest: str | None = None, certs: Certificates | None = None,
+          image: str | None = None) -> ClusterSpec:
     """The cluster spec for an inventory: the scheduler first, then one `dask worker` per host with workers.
 
     `env_digest` identifies the managed environments' lock (see lock.digest); None when there is none.
     `certs`: this machine's certificates of the cluster (security.store.CertFiles), for the files each host gets
-    and the fingerprints; None where only the command lines matter."""
+    and the fingerprints; None where only the command lines matter. `image`: the id of the image `homecluster
+    image build` made, for docker hosts without an image: of their own."""
     address, dashboard = scheduler_address(inv), dashboard_address(inv)
-    procs = [scheduler_process(inv, env_digest, certs)]
-    procs += [worker_process(inv, h, address, env_digest, certs) for h in inv.hosts.values() if h.nworkers > 0]
+    procs = [scheduler_process(inv, env_digest, certs, image)]
+    procs += [worker_process(inv, h, address, env_digest, certs, image) for h in inv.hosts.values()
+              if h.nworkers > 0]
     return ClusterSpec(inv.cluster.name, address, f"http://{dashboard}/status" if dashboard else None,
                        tuple(procs), tls=inv.cluster.tls, dashboard_private=inv.cluster.dashboard == "private")

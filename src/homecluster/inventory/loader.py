@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -77,6 +78,9 @@ class Host:
     connection: str = "ssh"
     os: str = "linux"
     backend: str = "native"
+    image: str | None = None
+    docker_host: str | None = None
+    docker_run_options: tuple[str, ...] = ()
     supervisor: str = "auto"
     service_scope: str = "user"
     nssm: str | None = None
@@ -168,10 +172,23 @@ def _bool(v: Any) -> bool:
 
 
 def _backend(v: Any) -> str:
-    v = _choice("native", "docker")(v)
-    if v == "docker":
-        raise Bad("the docker backend is planned but not available yet", "use backend: native")
-    return v
+    return _choice("native", "docker")(v)
+
+
+def _options(v: Any) -> tuple[str, ...]:
+    """Command-line options: a text split as sh would (`--gpus all`), or a list of single arguments."""
+    if isinstance(v, str):
+        try:
+            parts = shlex.split(_line(v))
+        except ValueError as e:
+            raise Bad(f"{shown(v)} cannot be split into options ({e})", "close the quote, or write a list") from None
+    elif isinstance(v, list):
+        parts = [_str(x) for x in v]
+    else:
+        raise Bad(f"expected options such as '--gpus all', got {shown(v)}", "write a text or a list of texts")
+    if parts and not parts[0].startswith("-"):
+        raise Bad(f"{parts[0]!r} is not an option", "start with an option such as --gpus or --shm-size")
+    return tuple(parts)
 
 
 def _name(v: Any) -> str:
@@ -293,7 +310,12 @@ HOST_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "known_hosts": (_str, "known_hosts file the host key is checked against"),
     "connection": (_choice("ssh", "local"), "ssh, or local for this machine without SSH"),
     "os": (_choice("linux", "macos", "windows"), "operating system of the host"),
-    "backend": (_backend, "how processes run: native (docker comes later)"),
+    "backend": (_backend, "how processes run: native, or docker (containers of the image `homecluster image "
+                          "build` makes)"),
+    "image": (_str, "docker: the image the containers run (default: the one homecluster image build made)"),
+    "docker_host": (_str, "docker: the daemon socket on the host, such as unix:///run/user/1000/docker.sock "
+                          "(default: the host's DOCKER_HOST, else /var/run/docker.sock)"),
+    "docker_run_options": (_options, "docker: extra docker run options, such as '--gpus all'"),
     "supervisor": (_choice("auto", "process", "systemd", "launchd", "nssm"),
                    "what keeps the processes running: auto (the host's service manager where one runs, else "
                    "homecluster's own supervisor), process, systemd (Linux), launchd (macOS), nssm (Windows)"),
@@ -551,6 +573,7 @@ def _check_conflicts(reader: _Reader, inv: Inventory) -> None:
                           f"{c.worker_ports}", "give workers and nannies separate ranges")
     _check_addresses(reader, inv)
     _check_supervisors(reader, inv)
+    _check_docker(reader, inv)
 
 
 SUPERVISOR_OS = {"systemd": "linux", "launchd": "macos", "nssm": "windows"}
@@ -567,6 +590,25 @@ def _check_supervisors(reader: _Reader, inv: Inventory) -> None:
         if h.supervisor == "process" and h.os == "windows":
             raise reader.fail(("hosts", h.name, "supervisor"), "homecluster's own supervisor needs a POSIX shell: "
                               "Windows hosts run their processes as NSSM services", "use supervisor: nssm or auto")
+
+
+DOCKER_KEYS = ("image", "docker_host", "docker_run_options")
+
+
+def _check_docker(reader: _Reader, inv: Inventory) -> None:
+    for h in inv.hosts.values():
+        if h.backend != "docker":
+            for key in DOCKER_KEYS:
+                if getattr(h, key):
+                    raise reader.fail(("hosts", h.name, key), f"is for docker hosts, and {h.name} is backend: "
+                                      f"{h.backend}", f"set backend: docker for {h.name}, or remove {key}:")
+            continue
+        if h.os == "windows":
+            raise reader.fail(("hosts", h.name, "backend"), "docker hosts are reached with sh: Docker Desktop on "
+                              "Windows is not supported yet", "use backend: native (NSSM services) for it")
+        if h.supervisor != "auto":
+            raise reader.fail(("hosts", h.name, "supervisor"), "Docker restarts the containers of a docker host",
+                              "remove supervisor: from it")
 
 
 LOOPBACK = ("127.", "localhost", "::1")

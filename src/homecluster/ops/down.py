@@ -20,21 +20,33 @@ def _stopper(inv: Inventory, role: str, progress: Progress):
     return act
 
 
+def _image_remover(inv: Inventory):
+    def act(runner, host: Host) -> list[str]:
+        backend = backend_for(inv, host, runner)
+        removed = backend.remove_image() if hasattr(backend, "remove_image") else None
+        return [f"image {removed}"] if removed else []
+    return act
+
+
 def down(inv: Inventory, progress: Progress = lambda s: None,
          runners: Callable[[Host], object] = runner_for,
-         hosts: list[Host] | None = None) -> dict[str, HostResult[list[str]]]:
+         hosts: list[Host] | None = None, images: bool = False) -> dict[str, HostResult[list[str]]]:
     """Stop workers on every host (or on `hosts`), then schedulers; per host, what was stopped (or why it
-    failed)."""
+    failed). `images`: then remove the cluster's image from its docker hosts too."""
     chosen = hosts if hosts is not None else list(inv.hosts.values())
     names = [h.name for h in chosen]
+    docker = [h.name for h in chosen if h.backend == "docker"] if images else []
     with Group(chosen, runners) as group:
-        first = group.each(names, _stopper(inv, WORKER, progress))
-        second = group.each(names, _stopper(inv, SCHEDULER, progress))
+        phases = [group.each(names, _stopper(inv, WORKER, progress)),
+                  group.each(names, _stopper(inv, SCHEDULER, progress))]
+        if docker:
+            phases.append(group.each(docker, _image_remover(inv)))
     out = {}
     for name in names:
-        a, b = first[name], second[name]
-        error = a.error or b.error
-        out[name] = HostResult(name, error=error) if error else HostResult(name, value=a.value + b.value)
+        results = [ph[name] for ph in phases if name in ph]
+        error = next((r.error for r in results if r.error), None)
+        out[name] = HostResult(name, error=error) if error else \
+            HostResult(name, value=[x for r in results for x in r.value])
     return out
 
 

@@ -4,6 +4,7 @@ nothing runs yet; what they recorded is printed, script by script, host by host.
 from __future__ import annotations
 
 from homecluster.backends.process import IDLE_OUTPUT
+from homecluster.backends.docker import cluster_image
 from homecluster.core.spec import build
 from homecluster.inventory import Host, Inventory
 from homecluster.ops.down import down
@@ -35,7 +36,7 @@ class _Recorder:
 
 def up_text(inv: Inventory) -> str:
     """The scripts `up` runs on a household where nothing is running yet."""
-    spec, rec = build(inv, lock.digest(inv)), _Recorder()
+    spec, rec = build(inv, lock.digest(inv), image=cluster_image(inv)), _Recorder()
     up(inv, runners=rec, wait=False)
     titles = {h: ", ".join(p.role for p in spec.for_host(h)) or "nothing to start" for h in inv.hosts}
     head = (f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from homecluster import scheduler
 from homecluster.backends import backend_for
+from homecluster.backends.docker import cluster_image
 from homecluster.backends.base import ProcessState
 from homecluster.core.spec import build
 from homecluster.errors import HomeclusterError
@@ -31,7 +32,7 @@ def _workers(inv: Inventory) -> dict[str, scheduler.WorkerInfo] | None:
 
 def status(inv: Inventory) -> ClusterReport:
     """What runs where: processes found on each host and the workers the scheduler knows."""
-    spec = build(inv, lock.digest(inv), CertFiles(inv.cluster.name))
+    spec = build(inv, lock.digest(inv), CertFiles(inv.cluster.name), cluster_image(inv))
     reports = new_reports(inv, spec)
     with Group(inv.hosts.values()) as group:
         probes = group.each(inv.hosts, lambda runner, host: backend_for(inv, host, runner).probe())

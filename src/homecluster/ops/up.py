@@ -9,6 +9,7 @@ from typing import Callable
 
 from homecluster import scheduler
 from homecluster.backends import backend_for
+from homecluster.backends.docker import cluster_image
 from homecluster.backends.base import Backend, ProcessState, Progress, exit_text
 from homecluster.backends.process import summarize_log
 from homecluster.core.plan import KEEP, RESTART, START, STOP, Step, plan_host, plan_scheduler
@@ -194,7 +195,7 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
     certificate is made either). `services`: hosts that must keep their processes as boot-time services
     (`service install`); one where no service manager can be used fails with the reason, the others go on.
     Ctrl-C raises Interrupted, which says what was started where."""
-    spec = build(inv, lock.digest(inv), credentials(inv, make=wait))
+    spec = build(inv, lock.digest(inv), credentials(inv, make=wait), cluster_image(inv))
     reports = new_reports(inv, spec)
     # The scheduler's host goes first: the others wait for its decision, so it must never queue behind them.
     order = [spec.scheduler.host] + [n for n in inv.hosts if n != spec.scheduler.host]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from homecluster.backends.process import marker
-from homecluster.core.spec import ProcessSpec
+from homecluster.core.spec import WORKER, ProcessSpec
+from homecluster.inventory import Host
+from homecluster.inventory.units import parse_bytes
 
 RESTART_DELAY = 2  # seconds between an exit and the next start (systemd RestartSec, launchd ThrottleInterval, NSSM)
 STOP_TIMEOUT = 20  # seconds a stop waits after SIGTERM (or Ctrl-C) before it kills
@@ -34,3 +36,11 @@ def log_path(proc: ProcessSpec) -> str:
 def describe(proc: ProcessSpec, cluster: str) -> str:
     """`the worker of cluster home on laptop` (names are letters, digits, . _ -: safe in any file)."""
     return f"the {proc.role} of cluster {cluster} on {proc.host}"
+
+
+def memory_max(proc: ProcessSpec, host: Host) -> int | None:
+    """The cap of a role's memory (a systemd unit's MemoryMax, a container's --memory): dask's per-process
+    memory_limit times the worker processes; None with auto, and for the scheduler."""
+    if proc.role != WORKER or host.memory_limit == "auto":
+        return None
+    return parse_bytes(host.memory_limit) * host.nworkers

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 
-from homecluster.core.spec import WORKER, ProcessSpec
+from homecluster.core.spec import ProcessSpec
 from homecluster.inventory import Host
-from homecluster.inventory.units import parse_bytes
 from homecluster.services import templates
 from homecluster.services.common import (RESTART_DELAY, STOP_TIMEOUT, describe, env_is_home, environment, is_home,
-                                         log_path)
+                                         log_path, memory_max)
 
 TEMPLATE = "cluster/systemd/homecluster.service"
 USER_HOME = "%h"
@@ -61,13 +60,6 @@ def environment_line(key: str, value: str) -> str:
     """`Environment="KEY=VALUE"`, quoted as systemd reads it (C escapes, specifiers)."""
     text = f"{key}={value}".replace("\\", "\\\\").replace('"', '\\"')
     return f'Environment="{text}"'
-
-
-def memory_max(proc: ProcessSpec, host: Host) -> int | None:
-    """The unit's memory cap: dask's per-process memory_limit times the worker processes; None with auto."""
-    if proc.role != WORKER or host.memory_limit == "auto":
-        return None
-    return parse_bytes(host.memory_limit) * host.nworkers
 
 
 def unit(proc: ProcessSpec, cluster: str, host: Host, home: str = USER_HOME, user: str | None = None) -> str:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable, Iterable
 
 from homecluster.errors import HostError
 from homecluster.inventory import Host
@@ -37,6 +38,23 @@ class LocalRunner:
             p.stdout.close()
             return code
         return Held(p.stdout.readline, release)
+
+    def feed(self, script: str, chunks: Iterable[bytes], on_bytes: Callable[[int], None] = lambda n: None
+             ) -> CommandResult:
+        """Run a script with `chunks` streamed to its stdin, calling `on_bytes` with the bytes sent so far."""
+        p = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        sent = 0
+        try:
+            for chunk in chunks:
+                p.stdin.write(chunk)
+                sent += len(chunk)
+                on_bytes(sent)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass  # the command ended early: its output says why
+        out = p.stdout.read().decode(errors="replace")
+        return CommandResult(p.wait(), out, "")
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a file to a path on this machine (`~/` is the home directory)."""

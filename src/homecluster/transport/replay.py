@@ -56,6 +56,10 @@ class ReplayRunner:
     def put(self, local: Path, remote: str) -> None:
         self.scripts.append(f"# copy {local} to {remote}")
 
+    def feed(self, script: str, chunks, on_bytes=lambda n: None) -> CommandResult:
+        """Record the script (the stream is not read: --dry-run ships nothing) and answer it like `run`."""
+        return self._answer(script)
+
     def put_private(self, local: Path, remote: str) -> None:
         self.scripts.append(f"# homecluster copy: {local} to {remote}, mode 0600")
 

@@ -9,7 +9,7 @@ import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import paramiko
 from fabric import Connection
@@ -123,6 +123,30 @@ class SSHRunner:
             channel.close()
             return code
         return Held(readline, release)
+
+    def feed(self, script: str, chunks: Iterable[bytes], on_bytes: Callable[[int], None] = lambda n: None
+             ) -> CommandResult:
+        """Run a script with `chunks` streamed to its stdin (`docker save | ssh host docker load`), calling
+        `on_bytes` with the bytes sent so far; its output (stderr folded into stdout) and exit code."""
+        self.open()
+        sent = 0
+        try:
+            channel = self.conn.client.get_transport().open_session()
+            channel.set_combine_stderr(True)
+            channel.exec_command(wrap(script))
+            for chunk in chunks:
+                channel.sendall(chunk)
+                sent += len(chunk)
+                on_bytes(sent)
+            channel.shutdown_write()
+            out = channel.makefile("r").read()
+            code = channel.recv_exit_status()
+            channel.close()
+        except HostError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a broken channel is this host's failure
+            raise HostError(f"{self.host.name}: streaming to the host failed after {sent} bytes: {e}") from None
+        return CommandResult(code, out if isinstance(out, str) else out.decode(errors="replace"), "")
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a file to the host over SFTP (`~/` is the home directory, where SFTP starts)."""
