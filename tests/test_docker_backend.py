@@ -130,15 +130,17 @@ def test_docker_hosts_run_the_shipped_image_and_recover(docker_household, tmp_pa
                             timeout=60)
             assert back, "the killed worker container did not come back"
         st = _hc("status", "--json", inv=inv, engines=engines)
-        study = next(h for h in json.loads(st.stdout)["hosts"] if h["host"] == "study")
-        assert "worker running (restarts 1" in study["state"], study
+        study = next(h for h in json.loads(st.stdout)["hosts"] if h["name"] == "study")
+        assert study["supervision"]["worker"]["restarts"] == 1, study
 
         engines["attic"].stop_daemon()
         try:
             broken = _hc("up", inv=inv, engines=engines)
+            failures = broken.stdout.split("failures:")[-1]
             assert broken.returncode == 1
-            assert "attic: the Docker daemon at unix://" in broken.stderr and "is not running" in broken.stderr
-            assert "study:" not in broken.stderr  # the rest of the cluster is fine
+            assert f"attic: the Docker daemon at {engines['attic'].docker_host} is not running" in failures, \
+                broken.stdout + broken.stderr
+            assert "study:" not in failures and "study  tls://" in broken.stdout  # the rest of the cluster is fine
         finally:
             engines["attic"].start_daemon()
     finally:
@@ -147,5 +149,10 @@ def test_docker_hosts_run_the_shipped_image_and_recover(docker_household, tmp_pa
     for n in DOCKER_HOSTS:
         assert _containers(engines[n]) == []
         assert engines[n].docker("images", "-q").stdout.strip(), "down keeps the images"
-    left = [(h.name, pid, cmd) for h in hh.hosts for pid, cmd in hh.processes(h.name) if "sshd" not in cmd]
-    assert left == [], left
+    daemons = {e.dockerd_pid for e in engines.values()} | {e.containerd_pid for e in engines.values()}
+    left = [(h.name, pid, cmd) for h in hh.hosts for pid, cmd in hh.processes(h.name)
+            if "sshd" not in cmd and pid not in daemons]
+    assert left == [], left  # no watcher, no container process, no native scheduler
+    gone = _hc("down", "--images", inv=inv, engines=engines)
+    assert gone.returncode == 0 and gone.stdout.count("image sha256:") == 2, gone.stdout + gone.stderr
+    assert all(engines[n].docker("images", "-q").stdout.strip() == "" for n in DOCKER_HOSTS)

@@ -98,11 +98,10 @@ class DockerBackend(ProcessBackend):
             self.docker_env,
             _FUNCTIONS,
             'echo "hc-now $(date +%s)"',
-            'if ! command -v docker >/dev/null 2>&1; then echo "hc-docker-error missing"; echo hc-probe-done; '
-            "exit 0; fi",
-            "if ! root=$(docker info --format '{{.DockerRootDir}}' 2>&1); then",
-            '  echo "hc-docker-error down $(echo "$root" | tr "\\n" " ")"; echo hc-probe-done; exit 0',
-            "fi",
+            'if ! command -v docker >/dev/null 2>&1; then echo "hc-docker-error missing"',
+            "elif ! root=$(docker info --format '{{.DockerRootDir}}' 2>&1); then",
+            '  echo "hc-docker-error down $(echo "$root" | tr "\\n" " ")"',
+            "else",
             'echo "hc-docker-root $root"',
             'echo "hc-disk $(df -Pk "$root" 2>/dev/null | awk \'NR == 2 {print $4}\')"',
             f'echo "hc-image $(docker image inspect -f \'{{{{.Id}}}}\' {image} 2>/dev/null)"',
@@ -120,6 +119,7 @@ class DockerBackend(ProcessBackend):
             '  [ $alive = 1 ] && echo "hc-state $role {\\"running\\": $run, \\"restarts\\": $(( ${rc:-0} + '
             '${again:-0} ))}"',
             "done",
+            "fi",
             "echo hc-probe-done",
         ])
 
