@@ -99,7 +99,7 @@ def test_not_enough_disk_fails_before_anything_is_sent(monkeypatch):
     b = backend(inv, "gamer", {"probe": PROBE.replace(f"hc-image {IMAGE}", "hc-image ").replace(
         "hc-disk 5000000", "hc-disk 1000")})
     b.probe()
-    monkeypatch.setattr(ship, "local_image", lambda ref: ship.LocalImage(IMAGE, 400 * 10**6, ref))
+    monkeypatch.setattr(ship, "local_image", lambda ref: ship.LocalImage(ref, IMAGE, 400 * 10**6))
     monkeypatch.setattr(ship, "save_stream", lambda image: pytest.fail("nothing may be sent"))
     proc = build(inv, image=IMAGE).for_host("gamer")[0]
     with pytest.raises(HostError, match=r"gamer: not enough disk for the image: it needs about 480 MB under "
@@ -125,3 +125,14 @@ def test_an_unbuilt_image_says_how_to_build_it():
 def test_docker_keys_are_checked(extra, message):
     with pytest.raises(InventoryError, match=message):
         parse(INV.replace("desktop: {address: 10.0.0.10, nworkers: 0}", f"desktop: {{address: 10.0.0.10, {extra}}}"))
+
+
+def test_dry_run_of_docker_hosts_records_the_load_without_this_machines_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # any look at the engine would fail
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(INV)
+    p = subprocess.run(["python", "-m", "homecluster", "up", "--dry-run", "-i", str(inv)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("# homecluster load: the image") == 1  # nas runs myown/dask:1; gamer has no image yet
+    assert "docker run -d --name hc-home-nas-worker" in p.stdout

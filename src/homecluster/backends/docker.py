@@ -170,11 +170,11 @@ class DockerBackend(ProcessBackend):
             raise HostError(f"{self.host.name}: no image for the docker hosts of cluster {self.cluster} yet. Fix: "
                             "homecluster image build (or set image: for the host)")
         image = ship.local_image(proc.image)
-        if self.host_image == image.id:
-            return
+        if self.host_image is not None and self.host_image == image.id:
+            return  # (a host without the image is not asked about: --dry-run never reaches this machine's engine)
         ship.check_space(self.host, image, self.free_kb, self.docker_root)
         ship.ship(self.runner, self.host, image, self.docker_env, ship.board(self._progress))
-        self.host_image = image.id
+        self.host_image = None  # loaded: the next probe reads its id
 
     def run_argv(self, proc: ProcessSpec) -> list[str]:
         """`docker run` of one process, without the parts the host's shell fills in (user, paths with ~)."""

@@ -12,7 +12,6 @@ import re
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from homecluster.errors import HomeclusterError, HostError
@@ -21,15 +20,6 @@ from homecluster.inventory import Host
 CHUNK = 1 << 20
 SPACE_MARGIN = 1.2  # a load unpacks the layers next to the stream it reads: ask for a fifth more than the size
 _LOADED = re.compile(r"^Loaded image(?: ID)?: (\S+)", re.M)
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    """An image of this machine's Docker engine, by id, with its size in bytes."""
-
-    id: str
-    size: int
-    ref: str
 
 
 def _client():
@@ -44,24 +34,44 @@ def _client():
     return client
 
 
+class LocalImage:
+    """An image of this machine's Docker engine (an id or a tag): its id and size in bytes, asked of the engine
+    only when first needed (`--dry-run` records the load without ever asking)."""
+
+    def __init__(self, ref: str, id: str | None = None, size: int | None = None):
+        self.ref, self._id, self._size = ref, id, size
+
+    def _look(self) -> None:
+        import docker
+
+        try:
+            img = _client().images.get(self.ref)
+        except docker.errors.ImageNotFound:
+            raise HomeclusterError(f"no image {self.ref} on this machine's Docker engine. Fix: homecluster image "
+                                   "build (or build or pull that image here)") from None
+        self._id, self._size = img.id, int(img.attrs.get("Size") or 0)
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._look()
+        return self._id
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._look()
+        return self._size
+
+
 def local_image(ref: str) -> LocalImage:
     """The image `ref` (an id or a tag) on this machine's Docker engine."""
-    import docker
-
-    client = _client()
-    try:
-        img = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        raise HomeclusterError(f"no image {ref} on this machine's Docker engine. Fix: homecluster image build "
-                               "(or build or pull that image here)") from None
-    return LocalImage(img.id, int(img.attrs.get("Size") or 0), ref)
+    return LocalImage(ref)
 
 
 def save_stream(image: LocalImage) -> Iterator[bytes]:
-    """`docker save` of the image, as chunks (its tags travel with it)."""
-    client = _client()
-    name = image.ref if not image.ref.startswith("sha256:") else image.id
-    return client.api.get_image(name, chunk_size=CHUNK)
+    """`docker save` of the image, as chunks (its tags travel with it); the engine is asked at the first chunk."""
+    yield from _client().api.get_image(image.ref, chunk_size=CHUNK)
 
 
 def load_script(docker_env: str) -> str:
@@ -90,7 +100,8 @@ def ship(runner, host: Host, image: LocalImage, docker_env: str, board: "Board")
         sent[0] = n
         board.update(host.name, n, image.size)
     r = runner.feed(load_script(docker_env), save_stream(image), on_bytes)
-    board.update(host.name, sent[0], image.size, final=True)
+    if sent[0]:
+        board.update(host.name, sent[0], image.size, final=True)
     if not r.ok:
         tail = " ".join(r.stdout.strip().splitlines()[-2:])
         if "no space left" in r.stdout:
