@@ -29,7 +29,7 @@ from homecluster.transport.group import Group, HostResult
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import Change, Locked, LockFile, compare, compile_for, dist_versions, pin, requirement_name, resolve
 from homecluster import scheduler
-from homecluster.ops.setup import find_python, uv_binary
+from homecluster.ops.setup import find_python, scripts_for, uv_binary
 from homecluster.core.spec import build, interpreter, managed
 from homecluster.packages.wheelhouse import Wheelhouse
 
@@ -156,7 +156,7 @@ def _probe_host(runner, inv: Inventory, host: Host) -> HostPlan:
         return HostPlan(host.name, hostfacts.target_of(f, inv.environment.python), dist_versions(f.env_dists),
                         problem=problem, is_managed=True)
     python = interpreter(inv, host)
-    r = runner.run(hostfacts.interpreter_script(python))
+    r = runner.run(scripts_for(host).interpreter(python))  # sh, or PowerShell on Windows
     env = hostfacts.parse_interpreter(r.stdout)
     if env is None:
         raise HostError(f"{host.name}: python {python} did not run (exit {r.exit_code}: {r.tail(2)}). "

@@ -4,6 +4,9 @@ Per host, in parallel: find a Python of the wanted version (facts), then, unless
 lock's hash: send the wheels it lacks over SSH, uv's first (the host unpacks uv and creates the venv while the
 others arrive), `uv pip sync` the venv with no index (`--no-index --find-links`), and record the hash. Hosts
 need no internet access.
+
+The scripts are sh (below) on Linux and macOS, PowerShell on Windows (packages/windows_setup.py): `Scripts` holds
+one set; both print the same facts and answer the same steps, so the plan is one.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from homecluster.backends.nssm import error_line
 from homecluster.packages import facts as hostfacts
+from homecluster.packages import windows_setup
 from homecluster.shell.posix import shell_path
 from homecluster.errors import HomeclusterError, HostError
 from homecluster.packages.facts import HostFacts, Target
-from homecluster.transport import posix_only
 from homecluster.transport.group import Group, HostResult
+from homecluster.transport.result import CommandResult
 from homecluster.inventory import Host, Inventory
 from homecluster.packages.lock import LockFile, Locked, installed, matches
 from homecluster.core.spec import env_dir, run_dir, uv_path
@@ -101,15 +106,52 @@ def remote_wheels_script(host_dir: str) -> str:
     return f"mkdir -p {shell_path(host_dir + '/wheels')} && ls {shell_path(host_dir + '/wheels')}"
 
 
+def posix_no_python(host: Host, python: str, output: str) -> str:
+    return (f"{host.name}: no Python {python} found. Fix: {hostfacts.install_hint(python, host.os)}, or set "
+            "python: for this host")
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """What setup runs on a host, in its shell. `overlap`: the environment is prepared while the other wheels are
+    sent (the Windows runner may copy a long script over SFTP, and one SFTP session is not shared between
+    threads, paramiko#1836: there the steps run one after the other)."""
+
+    facts: Callable[[str, str, str], str]  # (python, run dir, env dir)
+    wheels: Callable[[str], str]  # (run dir)
+    prepare: Callable[[str, str, Target, str, str], str]  # (run dir, env dir, target, executable, uv wheel)
+    sync: Callable[[str, str, Locked], str]  # (run dir, env dir, lock)
+    interpreter: Callable[[str], str]  # (a host's python:), for install-pkg
+    no_python: Callable[[Host, str, str], str]  # (host, python, facts output): the error with the fix
+    overlap: bool = True
+
+
+POSIX = Scripts(hostfacts.facts_script, remote_wheels_script, prepare_script, sync_script,
+                hostfacts.interpreter_script, posix_no_python)
+WINDOWS = Scripts(windows_setup.facts_script, windows_setup.wheels_script, windows_setup.prepare_script,
+                  windows_setup.sync_script, windows_setup.interpreter_script, windows_setup.no_python,
+                  overlap=False)
+
+
+def scripts_for(host: Host) -> Scripts:
+    return WINDOWS if host.os == "windows" else POSIX
+
+
+def failure(host: Host, what: str, r: CommandResult) -> HostError:
+    """A failed step: the script's hc-error line (the fix), else the exit code and its last lines."""
+    return HostError(f"{host.name}: " + (error_line(r.stdout) or f"{what} failed (exit {r.exit_code}): {r.tail(3)}"))
+
+
 def find_python(runner, inv: Inventory, host: Host, python: str) -> HostFacts:
     """The facts of a host's Python `python` (major.minor) and of its managed environment, over its runner."""
-    posix_only(host, "setup and install-pkg")
-    r = runner.run(hostfacts.facts_script(python, run_dir(inv, host), env_dir(inv, host)))
+    scripts = scripts_for(host)
+    r = runner.run(scripts.facts(python, run_dir(inv, host), env_dir(inv, host)))
     f = hostfacts.parse_facts(r.stdout)
-    if f is None:
-        raise HostError(f"{host.name}: no Python {python} found. Fix: "
-                        f"{hostfacts.install_hint(python, host.os)}, or set python: for this host")
-    return f
+    if f is not None:
+        return f
+    if "hc-facts-none" not in r.stdout:
+        raise failure(host, f"looking for Python {python}", r)
+    raise HostError(scripts.no_python(host, python, r.stdout))
 
 
 class Setup:
@@ -193,31 +235,45 @@ class Setup:
 
     def _host(self, runner, host: Host, f: HostFacts, t: Target) -> SetupResult:
         locked, house = self.locks[t.key], self.houses[t.key]
-        base = SetupResult("up to date", python=f.version, target=t.key)
         if f.env_python and f.env_lock == locked.hash and matches(locked, f.env_dists):
-            return base
-        hdir, env = run_dir(self.inv, host), env_dir(self.inv, host)
+            return SetupResult("up to date", python=f.version, target=t.key)
+        scripts, hdir, env = scripts_for(host), run_dir(self.inv, host), env_dir(self.inv, host)
         files = house.files_for(with_tools(locked, uv_version()))
-        have = set(runner.run(remote_wheels_script(hdir)).stdout.split())
-        send = [p for p in files if p.name not in have]
+        listed = runner.run(scripts.wheels(hdir))
+        if not listed.ok:
+            raise failure(host, "listing the wheels there", listed)
+        send = [p for p in files if p.name not in set(listed.stdout.split())]
         problem = space_problem(f.free_bytes, sum(p.stat().st_size for p in send), hdir)
         if problem:
             raise HostError(f"{host.name}: {problem}")
         uv_wheel = next(p for p in files if p.name.startswith("uv-"))
-        send.sort(key=lambda p: p != uv_wheel)  # uv first: the host unpacks it while the rest arrives
+        rest = [p for p in send if p != uv_wheel]
         self.progress(f"{host.name}: sending {len(send)} wheel(s)")
-        if send and send[0] == uv_wheel:
+        if uv_wheel in send:  # uv first: the host unpacks it while the rest arrives
             runner.put(uv_wheel, f"{hdir}/wheels/{uv_wheel.name}")
-        with ThreadPoolExecutor(1) as pool:
-            prepared = pool.submit(runner.run, prepare_script(hdir, env, t, f.executable, uv_wheel.name))
-            for p in send:
-                if p != uv_wheel:
-                    runner.put(p, f"{hdir}/wheels/{p.name}")
-            r = prepared.result()
+        r = self._prepare_and_send(runner, scripts, scripts.prepare(hdir, env, t, f.executable, uv_wheel.name),
+                                   hdir, rest)
         if not r.ok:
-            raise HostError(f"{host.name}: creating the environment failed (exit {r.exit_code}): {r.tail(3)}")
+            raise failure(host, "creating the environment", r)
         self.progress(f"{host.name}: installing {len(locked.requirements)} packages")
-        r = runner.run(sync_script(hdir, env, locked), timeout=900)
+        r = runner.run(scripts.sync(hdir, env, locked), timeout=900)
         if not r.ok:
-            raise HostError(f"{host.name}: installing the environment failed (exit {r.exit_code}): {r.tail(3)}")
+            raise failure(host, "installing the environment", r)
         return SetupResult("installed", python=f.version, target=t.key, sent=len(send))
+
+    @staticmethod
+    def _prepare_and_send(runner, scripts: Scripts, prepare: str, hdir: str, wheels: list) -> CommandResult:
+        """Run the prepare script and send the other wheels: at the same time where the scripts allow it, else
+        one after the other (no wheel is sent after a failed prepare)."""
+        def send() -> None:
+            for p in wheels:
+                runner.put(p, f"{hdir}/wheels/{p.name}")
+        if not scripts.overlap:
+            r = runner.run(prepare)
+            if r.ok:
+                send()
+            return r
+        with ThreadPoolExecutor(1) as pool:
+            prepared = pool.submit(runner.run, prepare)
+            send()
+            return prepared.result()

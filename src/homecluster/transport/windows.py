@@ -166,9 +166,9 @@ def _lines(text: str) -> str:
 
 
 def posix_only(host: Host, command: str) -> None:
-    """Refuse a Windows host for a command whose scripts are sh only (setup, doctor, install-pkg): one line with
-    the way that works there."""
+    """Refuse a Windows host for a command whose scripts are sh only (doctor): one line with the way that works
+    there."""
     if host.os == "windows":
         raise HostError(f"{host.name}: homecluster {command} does not reach Windows hosts yet (its scripts are sh). "
-                        "Fix: on the Windows machine, install the lock's packages into the host's python: by hand "
-                        "(README: Windows), then homecluster up")
+                        f"Fix: homecluster setup {host.name} gives it the lock's packages (or install them into its "
+                        "python: by hand, README: Windows), then homecluster up")
