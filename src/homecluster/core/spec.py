@@ -101,9 +101,9 @@ def env_dir(inv: Inventory, host: Host) -> str:
     return f"{run_dir(inv, host)}/env"
 
 
-def uv_path(host_run_dir: str) -> str:
+def uv_path(host_run_dir: str, os_name: str = "linux") -> str:
     """Where `homecluster setup` puts uv on a host (install-pkg's worker plugin finds it through $HOMECLUSTER_UV)."""
-    return f"{host_run_dir}/uv/uv"
+    return f"{host_run_dir}/uv/uv{'.exe' if os_name == 'windows' else ''}"
 
 
 def managed(inv: Inventory, host: Host) -> bool:
@@ -116,7 +116,7 @@ def _env(inv: Inventory, host: Host, env_digest: str | None, tls_digest: str | N
          ) -> tuple[tuple[str, str], ...]:
     # The digests in the process environment make the fingerprint change when the inventory's environment: or
     # the certificates change, so the next `up` restarts the processes that still run the old ones.
-    extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": uv_path(run_dir(inv, host))} \
+    extra = {"HOMECLUSTER_ENV": env_digest, "HOMECLUSTER_UV": uv_path(run_dir(inv, host), host.os)} \
         if env_digest and managed(inv, host) else {}
     if tls_digest:
         extra["HOMECLUSTER_TLS"] = tls_digest
