@@ -24,7 +24,8 @@ from homecluster.cli import image as image_cli
 from homecluster.errors import HomeclusterError
 from homecluster.images import build as imgbuild
 from homecluster.images import store
-from homecluster.images.store import IMAGE_PYTHON, BuiltImage
+from homecluster.core.spec import IMAGE_PYTHON
+from homecluster.images.store import BuiltImage
 from homecluster.packages.lock import LockFile, Locked, matches
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -37,22 +38,7 @@ _spec.loader.exec_module(health)
 REQS = ("dask==2026.8.0", "distributed==2026.8.0", "bokeh==3.9.2")
 FILES = {"Dockerfile": "FROM x\n", "hc-health.py": "print('ok')\n"}
 CLUSTER = "imgtest"
-# `homecluster image build` as a user runs it; cli/main.py gets the same two lines (until then they are added here).
-CLI = """
-import argparse, sys
-from homecluster.cli import image, main
-parser = main.parser
-def with_image():
-    p = parser()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "image" not in sub.choices:
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("-i", "--inventory", default=argparse.SUPPRESS)
-        image.add_parser(sub, common)
-    return p
-main.parser = with_image
-sys.exit(main.main(sys.argv[1:]))
-"""
+CLI = (sys.executable, "-m", "homecluster")  # as a user runs it
 
 
 # --- the tag --------------------------------------------------------------------------------------------------
@@ -226,7 +212,7 @@ def test_no_docker_engine_is_one_line_with_the_fix(tmp_path):
                                    "hosts": {"desktop": {"address": "192.0.2.10"}}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env.update(DOCKER_HOST=f"unix://{tmp_path}/docker.sock", HOMECLUSTER_CONFIG=str(tmp_path / "config"))
-    proc = subprocess.run([sys.executable, "-c", CLI, "image", "build", "-i", str(inv)], capture_output=True,
+    proc = subprocess.run([*CLI, "image", "build", "-i", str(inv)], capture_output=True,
                           text=True, timeout=60, env=env)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == (f"error: cannot reach this machine's Docker engine at unix://{tmp_path}/docker.sock (no "
@@ -420,7 +406,7 @@ def project(tmp_path_factory):
 
 def _build(laptop, project, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**laptop.env(), "HOMECLUSTER_CONFIG": str(project["config"]), "HOMECLUSTER_CACHE": str(project["cache"])}
-    return subprocess.run([sys.executable, "-c", CLI, "image", "build", "-i", str(project["inventory"]), *args],
+    return subprocess.run([*CLI, "image", "build", "-i", str(project["inventory"]), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 

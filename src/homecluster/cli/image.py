@@ -1,5 +1,6 @@
 """`homecluster image build [--base IMAGE]`: the cluster's dask image on this machine's Docker engine
-(images/build.py), its progress on stderr, what was built (or that nothing changed) on stdout."""
+(images/build.py), its progress on stderr, what was built (or that nothing changed) on stdout.
+`homecluster image push [HOST...]`: bring it to the docker hosts now (ops/image.py), as `up` does."""
 
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     b.add_argument("--base", metavar="IMAGE", default=None,
                    help="a local image with the environment's Python (default: python:X.Y-slim)")
     b.set_defaults(func=cmd_image)
+    p = isub.add_parser("push", parents=[common], help="bring the image to the docker hosts that lack that exact "
+                        "image id (docker save | ssh HOST docker load), hosts in parallel")
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="docker hosts from the inventory (default: all)")
+    p.set_defaults(func=cmd_image)
     return im
 
 
 def cmd_image(inv: Inventory, args: argparse.Namespace) -> int:
     from homecluster.cli.main import Progress  # (main registers this module's parser)
     from homecluster.images import build, store
+
+    if args.image_command == "push":
+        return _push(inv, args.hosts, Progress())
 
     before = store.built(inv.cluster.name)
     progress = Progress()
@@ -44,3 +52,22 @@ def built_text(img, unchanged: bool, seconds: float) -> str:
         f"  python  {img.python}, dask in /opt/homecluster (lock {img.env})",
         f"  base    {img.base}",
     ])
+
+
+def _push(inv: Inventory, names: list[str], progress) -> int:
+    import sys
+
+    from homecluster.ops.image import push
+
+    hosts = inv.select(names) if names else [h for h in inv.hosts.values() if h.backend == "docker"]
+    if not hosts:
+        print(f"error: {inv.path} has no docker host (backend: docker). Fix: set backend: docker for a host",
+              file=sys.stderr)
+        return 2
+    results = push(inv, hosts, progress)
+    progress.done()
+    for name, r in results.items():
+        print(f"{name}: {r.value}" if r.ok else f"{name}: FAILED")
+        if not r.ok:
+            print(f"error: {r.error}", file=sys.stderr)
+    return 0 if all(r.ok for r in results.values()) else 1

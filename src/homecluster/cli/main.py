@@ -18,7 +18,7 @@ import webbrowser
 from pathlib import Path
 
 from homecluster import __version__
-from homecluster.cli import firewall, render, service, trust
+from homecluster.cli import firewall, image, render, service, trust
 from homecluster.ops import dry_run
 from homecluster.ops.down import down, logs
 from homecluster.ops.report import Interrupted
@@ -272,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
     trust.add_parser(sub, common)
     firewall.add_parser(sub, common)
     service.add_parser(sub, common)
+    image.add_parser(sub, common)
     po = sub.add_parser("ports", parents=[common], help="the port plan: every port the cluster listens on, per host")
     po.add_argument("--json", action="store_true", help="as JSON")
     po.set_defaults(func=cmd_ports)

@@ -23,15 +23,9 @@ _LOADED = re.compile(r"^Loaded image(?: ID)?: (\S+)", re.M)
 
 
 def _client():
-    import docker  # the SDK loads only for docker hosts
+    from homecluster.images.build import engine  # one way to reach this machine's engine, with its errors
 
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - no engine here: one line with the fix
-        raise HomeclusterError(f"cannot reach this machine's Docker engine ({e}). Fix: start Docker here, or set "
-                               "DOCKER_HOST to the engine the image was built on") from None
-    return client
+    return engine()
 
 
 class LocalImage:

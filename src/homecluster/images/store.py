@@ -12,7 +12,6 @@ from pathlib import Path
 from homecluster.errors import HomeclusterError
 from homecluster.security.store import config_root
 
-IMAGE_PYTHON = "/opt/homecluster/bin/python"  # the venv inside the image where dask lives (docker/Dockerfile)
 
 
 @dataclass(frozen=True)
