@@ -19,11 +19,9 @@ line names the run directory (a TLS cluster's always does: its certificates are 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from homecluster.backends.base import ProcessState, Progress
+from homecluster.backends.base import ProcessState
 from homecluster.backends.process import LOCK_BUSY_EXIT, LOCK_WAIT, ROLES, ProcessBackend, _header, parse_started
 from homecluster.core.spec import TLS_DIR, ProcessSpec
 from homecluster.errors import HostError
@@ -324,19 +322,6 @@ class NssmBackend(ProcessBackend):
         ])
 
     # --- running them (the rest is the process backend's) ---------------------------------------------------
-
-    @contextmanager
-    def session(self, command: str, progress: Progress) -> Iterator[dict[str, ProcessState]]:
-        held = self.runner.hold(self.session_script(command))
-        try:
-            lines = self._read(held, progress, until="hc-locked")
-            if lines[-1:] != ["hc-locked"]:
-                self._session_failed(held, lines)
-            self._locked = True
-            yield self._states("\n".join(lines), 0, held.tail())
-        finally:
-            self._locked = False
-            held.release()
 
     def _session_failed(self, held, lines: list[str]) -> None:
         error = error_line("\n".join(lines))

@@ -293,11 +293,14 @@ class ProcessBackend(Backend):
         self.run_dir, self._locked = run_dir, False
         self.supervision: Supervision | None = None  # what the last probe found
 
+    def session_script(self, command: str) -> str:
+        """The script that takes this host's lock for `command`, probes, and holds the lock."""
+        return session_script(self.run_dir, self.cluster, self.host.name, command,
+                              supervisor=self.supervised and command == "up", probe=self.probe_body())
+
     @contextmanager
     def session(self, command: str, progress: Progress) -> Iterator[dict[str, ProcessState]]:
-        script = session_script(self.run_dir, self.cluster, self.host.name, command,
-                                supervisor=self.supervised and command == "up", probe=self.probe_body())
-        held = self.runner.hold(script)
+        held = self.runner.hold(self.session_script(command))
         try:
             lines = self._read(held, progress, until="hc-locked")
             if lines[-1:] != ["hc-locked"]:
