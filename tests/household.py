@@ -378,14 +378,14 @@ class Household:
         if self._closed or not self._built:
             return
         self._closed = True
-        self._remove(self.prefix, self.switch_netns, self.laptop_if, self.uts_dir)
+        self._remove(self._namespaces(), self.prefix, self.laptop_if, self.uts_dir)
         atexit.unregister(self.close)
 
     # ----- building --------------------------------------------------------
 
     def _build(self) -> None:
         """Remove leftovers, then make keys, network, hostnames and sshds, and verify."""
-        self._remove(self.prefix, self.switch_netns, self.laptop_if, self.uts_dir)
+        self._remove(self._namespaces(), self.prefix, self.laptop_if, self.uts_dir)
         self._check_subnet_free()
         for budget in [*self.budgets.values(), *filter(None, [self.laptop_budget])]:
             budget.create()
@@ -493,10 +493,16 @@ class Household:
 
     # ----- teardown --------------------------------------------------------
 
+    def _namespaces(self) -> set[str]:
+        """This household's namespace names: its hosts' and its switch's (another harness's machine may share
+        the prefix, such as tests/systemd_host.py's hc-sysd: it is not ours to remove)."""
+        return {h.netns for h in self.hosts} | {self.switch_netns}
+
     @staticmethod
-    def _remove(prefix: str, switch_netns: str, laptop_if: str, uts_dir: Path) -> None:
-        """Remove every namespace named '<prefix>-*', the root veth, the UTS files and the CPU budgets."""
-        ours = [ns for ns in _netns_list() if ns.startswith(f"{prefix}-")]
+    def _remove(names: set[str], prefix: str, laptop_if: str, uts_dir: Path) -> None:
+        """Remove the namespaces `names` (left from an earlier run too), the root veth, the UTS files and the CPU
+        budgets."""
+        ours = [ns for ns in _netns_list() if ns in names]
         for ns in ours:
             _kill_netns_processes(ns)
         cpu_budget.remove_all(prefix)

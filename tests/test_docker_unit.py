@@ -136,3 +136,17 @@ def test_dry_run_of_docker_hosts_records_the_load_without_this_machines_engine(t
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("# homecluster load: the image") == 1  # nas runs myown/dask:1; gamer has no image yet
     assert "docker run -d --name hc-home-nas-worker" in p.stdout
+
+
+def test_a_host_with_the_scheduler_and_a_worker_gets_the_image_once(monkeypatch):
+    from homecluster.images import ship
+
+    inv = parse(INV.replace("scheduler: desktop", "scheduler: gamer"))
+    b = backend(inv, "gamer", {"probe": PROBE.replace(f"hc-image {IMAGE}", "hc-image ")})
+    b.probe()
+    sent = []
+    monkeypatch.setattr(ship, "local_image", lambda ref: ship.LocalImage(ref, IMAGE, 10**6))
+    monkeypatch.setattr(ship, "ship", lambda runner, host, image, env, board: sent.append(image.ref))
+    for proc in build(inv, image=IMAGE).for_host("gamer"):
+        b.ensure_image(proc)
+    assert sent == [IMAGE]

@@ -70,6 +70,7 @@ class DockerBackend(ProcessBackend):
         self.free_kb: int | None = None
         self.docker_root: str | None = None
         self._progress = lambda s: None
+        self.shipped: set[str] = set()  # images loaded on the host by this backend
 
     # -- pieces of every script ---------------------------------------------------------------------------
 
@@ -169,12 +170,14 @@ class DockerBackend(ProcessBackend):
         if proc.image in (None, UNBUILT):
             raise HostError(f"{self.host.name}: no image for the docker hosts of cluster {self.cluster} yet. Fix: "
                             "homecluster image build (or set image: for the host)")
+        if proc.image in self.shipped:
+            return  # the scheduler and a worker on one host: one shipment
         image = ship.local_image(proc.image)
         if self.host_image is not None and self.host_image == image.id:
             return  # (a host without the image is not asked about: --dry-run never reaches this machine's engine)
         ship.check_space(self.host, image, self.free_kb, self.docker_root)
         ship.ship(self.runner, self.host, image, self.docker_env, ship.board(self._progress))
-        self.host_image = None  # loaded: the next probe reads its id
+        self.shipped.add(proc.image)
 
     def run_argv(self, proc: ProcessSpec) -> list[str]:
         """`docker run` of one process, without the parts the host's shell fills in (user, paths with ~)."""

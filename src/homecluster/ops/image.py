@@ -28,9 +28,8 @@ def push(inv: Inventory, hosts: list[Host], progress: Progress = lambda s: None,
         if not procs:
             return "runs no process of the cluster: nothing to ship"
         with backend.session("image push", progress):
-            had = backend.host_image
             backend.ensure_image(procs[0])
-            return "had it" if had == backend.host_image else f"shipped {backend.host_image[:19]}"
+            return f"shipped {procs[0].image[:19]}" if backend.shipped else f"has {procs[0].image[:19]} already"
 
     with Group(hosts, runners) as group:
         return group.each([h.name for h in hosts], one)
