@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -158,3 +159,27 @@ def test_doctor_names_missing_and_soon_expiring_certificates(tmp_path, monkeypat
     assert {f.what for f in soon} == {"scheduler", "worker-study", "worker-attic", "client"}  # the CA lasts 5 years
     assert all(f.fix == "homecluster certs rotate, then homecluster up" for f in soon)
     assert check_certificates(parse(INV.replace("name: home", "name: home, tls: false"))) == []
+
+
+def _ensure_in_another_process(root: str) -> None:
+    CertStore("home", Path(root)).ensure(parse(INV))
+
+
+def test_two_ups_at_the_same_instant_make_one_ca(tmp_path):
+    """Seen in CI: two `up` of a new cluster at once each wrote ca.key.tmp; one failed. Now the folder is locked:
+    every process succeeds and every certificate chains to the one CA."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_ensure_in_another_process, args=(str(tmp_path / "config"),)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = CertStore("home", tmp_path / "config")
+    ca = x509.load_pem_x509_certificate(store.cert("ca").read_bytes())
+    for name in role_names(parse(INV)):
+        cert = x509.load_pem_x509_certificate(store.cert(name).read_bytes())
+        cert.verify_directly_issued_by(ca)
+    assert not list(store.dir.glob("*.tmp"))

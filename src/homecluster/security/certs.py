@@ -10,8 +10,10 @@ for other tools.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +44,27 @@ class CertInfo:
 class CertStore(CertFiles):
     """One cluster's CA and certificates on this machine, and making them."""
 
+    @contextmanager
+    def _locked(self):
+        """Hold the cluster's certificate folder alone (two `up` at the same instant must not make two CAs)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise HomeclusterError(f"cannot write the cluster's certificates into {self.dir}: {e}. Fix: make it "
+                                   "writable, or set HOMECLUSTER_CONFIG to a directory of yours") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def ensure(self, inv: Inventory) -> list[str]:
         """Make the CA and every certificate the inventory needs that does not exist yet; the names made."""
+        with self._locked():
+            return self._ensure(inv)
+
+    def _ensure(self, inv: Inventory) -> list[str]:
         made = []
         if not self.has(CA):
             self._new_ca()
@@ -57,11 +78,10 @@ class CertStore(CertFiles):
 
     def rotate(self, inv: Inventory) -> list[str]:
         """A new CA and new certificates for every role: the old ones no longer get in after the next `up`."""
-        for f in self.dir.glob("*.pem"):
-            f.unlink()
-        for f in self.dir.glob("*.key"):
-            f.unlink()
-        return self.ensure(inv)
+        with self._locked():
+            for f in [*self.dir.glob("*.pem"), *self.dir.glob("*.key")]:
+                f.unlink()
+            return self._ensure(inv)
 
     def show(self) -> list[CertInfo]:
         """Every certificate of the cluster, the CA first."""
