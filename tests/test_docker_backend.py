@@ -156,3 +156,34 @@ def test_docker_hosts_run_the_shipped_image_and_recover(docker_household, tmp_pa
     gone = _hc("down", "--images", inv=inv, engines=engines)
     assert gone.returncode == 0 and gone.stdout.count("image sha256:") == 2, gone.stdout + gone.stderr
     assert all(engines[n].docker("images", "-q").stdout.strip() == "" for n in DOCKER_HOSTS)
+
+
+def test_the_scheduler_on_a_docker_host(docker_household, tmp_path):
+    """Mixed the other way: the scheduler in a container on study, a worker in one on attic and a native worker
+    on desktop; all three register and compute; down leaves no container."""
+    import yaml
+
+    from homecluster import connect
+
+    hh, engines, base, work = docker_household
+    inv = _inventory(hh, engines, tmp_path / "inventory.yaml")
+    data = yaml.safe_load(inv.read_text())
+    data["cluster"]["scheduler"] = "study"
+    data["hosts"]["desktop"]["nworkers"] = 1
+    data["hosts"]["study"]["nworkers"] = 0
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        build = _hc("image", "build", "--base", base, inv=inv, engines=engines)
+        assert build.returncode == 0, build.stdout + build.stderr
+        up = _hc("up", inv=inv, engines=engines)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert [c["Names"] for c in _containers(engines["study"])] == ["hc-dk-study-scheduler"]
+        with connect(str(inv)) as client:
+            assert sorted(client.run(socket.gethostname).values()) == ["attic", "desktop"]
+            assert client.submit(sum, [4, 5]).result() == 9
+        again = _hc("up", inv=inv, engines=engines)
+        assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+    finally:
+        down = _hc("down", inv=inv, engines=engines)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert all(_containers(engines[n]) == [] for n in DOCKER_HOSTS)

@@ -141,7 +141,8 @@ def test_processes_come_back_after_kill_and_a_cut_link(household, tmp_path, clea
     assert watch.samples > 50 and not watch.duplicates
     sup = {h["name"]: h["supervision"] for h in status(inv)["hosts"]}
     # attic: the kill -9, then the scheduler's loss (a dask worker exits with 0 then); study: that loss and the cut
-    assert sup["attic"]["worker"]["restarts"] == 2 and sup["attic"]["worker"]["last_exit"] == 0, sup
+    # (the dask worker CLI with two nannies exits 0, now and then 1, when its scheduler vanishes: seen in CI)
+    assert sup["attic"]["worker"]["restarts"] == 2 and sup["attic"]["worker"]["last_exit"] in (0, 1), sup
     assert sup["study"]["worker"]["restarts"] == 2 and sup["study"]["worker"]["last_exit"] == 0, sup
     assert sup["desktop"]["scheduler"]["restarts"] == 1 and sup["desktop"]["scheduler"]["last_exit"] == -9, sup
     assert "scheduler running (restarts 1, last exit signal 9" in hc("status", inv=inv).stdout
