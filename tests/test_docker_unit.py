@@ -136,6 +136,8 @@ def test_dry_run_of_docker_hosts_records_the_load_without_this_machines_engine(t
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("# homecluster load: the image") == 1  # nas runs myown/dask:1; gamer has no image yet
     assert "docker run -d --name hc-home-nas-worker" in p.stdout
+    assert ("# stops here: gamer: no image for the docker hosts of cluster home yet. Fix: homecluster image build"
+            in p.stdout)
 
 
 def test_a_host_with_the_scheduler_and_a_worker_gets_the_image_once(monkeypatch):

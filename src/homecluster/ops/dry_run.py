@@ -23,28 +23,30 @@ class _Recorder:
         self.runners[host.name] = ReplayRunner(host, default=lambda kind: IDLE_OUTPUT.get(kind, ""))
         return self.runners[host.name]
 
-    def text(self, inv: Inventory, head: str, titles: dict[str, str]) -> str:
+    def text(self, inv: Inventory, head: str, titles: dict[str, str], errors: dict[str, str] | None = None) -> str:
         out = [head]
         for host in inv.hosts.values():
             title = f"# === {host.name} ({reached_by(host)}): {titles[host.name]}"
             scripts = self.runners[host.name].scripts
             body = "\n# ---\n".join(scripts) if scripts else "# (nothing to run)"
             how = "powershell -EncodedCommand SCRIPT" if host.os == "windows" else "sh -c SCRIPT"
-            out.append(f"{title}; each script runs as: {how}\n{body}\n")
+            stop = f"\n# stops here: {errors[host.name]}" if (errors or {}).get(host.name) else ""
+            out.append(f"{title}; each script runs as: {how}\n{body}{stop}\n")
         return "\n".join(out)
 
 
 def up_text(inv: Inventory) -> str:
     """The scripts `up` runs on a household where nothing is running yet."""
     spec, rec = build(inv, lock.digest(inv), image=cluster_image(inv)), _Recorder()
-    up(inv, runners=rec, wait=False)
+    rep = up(inv, runners=rec, wait=False)
     titles = {h: ", ".join(p.role for p in spec.for_host(h)) or "nothing to start" for h in inv.hosts}
+    errors = {h: r.error for h, r in rep.hosts.items() if r.error}  # what up would say there (no image yet, ...)
     head = (f"# homecluster up --dry-run: cluster {spec.name}, scheduler {spec.scheduler_address}, "
             f"dashboard {spec.dashboard_url or 'off'}{' (private to its host)' if spec.dashboard_private else ''}\n")
     store = CertFiles(inv.cluster.name)
     if inv.cluster.tls and not store.has(CLIENT):
         head += f"# first: make the cluster's certificates in {store.dir} (homecluster certs init)\n"
-    return rec.text(inv, head, titles)
+    return rec.text(inv, head, titles, errors)
 
 
 def down_text(inv: Inventory) -> str:

@@ -208,7 +208,8 @@ def up(inv: Inventory, timeout: float = 60.0, progress: Progress = lambda s: Non
             seen, running = _wait(group, inv, spec, reports, timeout, progress) if wait else ({}, False)
     except KeyboardInterrupt:
         raise Interrupted("up", reports) from None
-    _settle(reports, seen, running, timeout)
+    if wait:  # (without waiting, nothing can have registered: --dry-run reports only what failed)
+        _settle(reports, seen, running, timeout)
     rep = ClusterReport(spec, reports, scheduler_running=running, changed=changed)
     if running and _scheduler_is_new(inv, reports[spec.scheduler.host]):
         _restore(inv, rep, progress)
