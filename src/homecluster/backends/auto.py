@@ -17,10 +17,6 @@ from homecluster.core.spec import ProcessSpec
 from homecluster.shell.posix import shell_path
 
 
-def _either(check: str, service: str, process: str) -> str:
-    return "\n".join([check, 'if [ -z "$hc_why" ]; then', service, "else", process, "fi"])
-
-
 class AutoBackend(ProcessBackend):
     """The service manager's backend where it can be used on the host, else the process backend."""
 
@@ -29,10 +25,8 @@ class AutoBackend(ProcessBackend):
         self.service = service
 
     def probe_body(self) -> str:
-        return _either(self.service.usable_check(),
-                       f'echo "hc-manager {self.service.manager}"\necho "hc-home $HOME"\n'
-                       + self.service.service_probe_body(),
-                       'echo "hc-manager process $hc_why"\n' + super().probe_body())
+        return self.service.either(self.service.managed_probe(),
+                                   'echo "hc-manager process $hc_why"\n' + super().probe_body())
 
     def _states(self, output: str, exit_code: int, tail: str):
         states = super()._states(output, exit_code, tail)
@@ -43,7 +37,7 @@ class AutoBackend(ProcessBackend):
         return "\n".join([
             _header("start", f"the {proc.role} of cluster {self.cluster} on {proc.host}: with "
                     f"{self.service.manager} where it can be used here, else supervised"),
-            _either(self.service.usable_check(), self.service.start_script(proc), super().start_script(proc)),
+            self.service.either(self.service.start_script(proc), super().start_script(proc)),
         ])
 
     def stop_script(self, role: str, lock_for: str | None = None) -> str:
@@ -53,9 +47,6 @@ class AutoBackend(ProcessBackend):
                     f"{self.service.manager} or supervised" + (", under the lock" if lock_for else "")),
             *where,
             _FUNCTIONS,
-            self.service.usable_check(),
-            'if [ -z "$hc_why" ]; then',
-            self.service.stop_script(role),
-            "fi",
+            self.service.either(self.service.stop_script(role), ":"),
             super().stop_script(role),
         ])

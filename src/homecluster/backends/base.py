@@ -127,6 +127,11 @@ class Backend(ABC):
     def stop(self, role: str, progress: Progress = lambda s: None) -> Stopped | None:
         """Stop a role and everything it started; None when nothing ran. Outside a session it takes the lock."""
 
+    def remove_image(self) -> str | None:
+        """Remove the cluster's image from the host (`down --images`); what was removed. Only docker hosts have
+        one: None."""
+        return None
+
     @abstractmethod
     def logs(self, role: str, lines: int) -> str:
         """The last lines of a role's log."""

@@ -53,10 +53,6 @@ def image_for(inv, host) -> str | None:
     return host.image or cluster_image(inv)
 
 
-def _inspect(fmt: str) -> str:
-    return shlex.quote(fmt)
-
-
 class DockerBackend(ProcessBackend):
     """Dask processes as containers on a host's Docker engine."""
 
@@ -92,7 +88,7 @@ class DockerBackend(ProcessBackend):
     def probe_body(self) -> str:
         """Whether docker answers (else why, as hc-docker-error); per role the container's pid, state, restart
         count and fingerprint label, and the watcher; the image's id on the host and the free space there."""
-        fmt = _inspect("{{.State.Pid}} {{.State.Status}} {{.RestartCount}} {{index .Config.Labels \"%s.spec\"}}"
+        fmt = shlex.quote("{{.State.Pid}} {{.State.Status}} {{.RestartCount}} {{index .Config.Labels \"%s.spec\"}}"
                        % LABEL)
         image = shlex.quote(self.image or UNBUILT)
         return "\n".join([

@@ -31,10 +31,16 @@ class ServiceBackend(ProcessBackend):
         """The probe's hc-probe lines, read from the service manager."""
         raise NotImplementedError
 
+    def either(self, service: str, other: str) -> str:
+        """sh: `service` where the manager can be used here, else `other` (with $hc_why set)."""
+        return "\n".join([self.usable_check(), 'if [ -z "$hc_why" ]; then', service, "else", other, "fi"])
+
+    def managed_probe(self) -> str:
+        """The probe where the manager is used: which one, the host's $HOME, the roles' hc-probe lines."""
+        return "\n".join([f'echo "hc-manager {self.manager}"', 'echo "hc-home $HOME"', self.service_probe_body()])
+
     def probe_body(self) -> str:
-        return "\n".join([self.usable_check(), 'if [ -z "$hc_why" ]; then', f'  echo "hc-manager {self.manager}"',
-                          '  echo "hc-home $HOME"', self.service_probe_body(), "else",
-                          '  echo "hc-manager process $hc_why"; echo hc-probe-done', "fi"])
+        return self.either(self.managed_probe(), 'echo "hc-manager process $hc_why"; echo hc-probe-done')
 
     def _states(self, output: str, exit_code: int, tail: str):
         states = super()._states(output, exit_code, tail)

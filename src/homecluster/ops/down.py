@@ -22,8 +22,7 @@ def _stopper(inv: Inventory, role: str, progress: Progress):
 
 def _image_remover(inv: Inventory):
     def act(runner, host: Host) -> list[str]:
-        backend = backend_for(inv, host, runner)
-        removed = backend.remove_image() if hasattr(backend, "remove_image") else None
+        removed = backend_for(inv, host, runner).remove_image()
         return [f"image {removed}"] if removed else []
     return act
 
